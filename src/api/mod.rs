@@ -1,0 +1,478 @@
+//! The HTTP API (v1, JSON). Wire types of requests live here and never travel further; handlers call
+//! the ingestor, the storage queries and the pure core.
+
+mod error;
+pub mod views;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+pub use error::ApiError;
+
+use crate::config::routes::SignalKind;
+use crate::config::Config;
+use crate::decode::{self, RejectionCode};
+use crate::ingest::Ingestor;
+use crate::loops::{transition, Action, CloseReason, LoopState};
+use crate::pipeline::core::{ActionOutcome, ActionRequest, Core, CoreState};
+use crate::pipeline::{now_millis, ActionOutcomes};
+use crate::storage::{LoopFilter, Storage};
+use crate::telemetry::Metrics;
+
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+#[derive(Clone)]
+pub struct AppState {
+    pub inner: Arc<Inner>,
+}
+
+pub struct Inner {
+    pub config: Config,
+    pub storage: Arc<dyn Storage>,
+    pub ingestor: Ingestor,
+    pub metrics: Arc<Metrics>,
+    pub core: Arc<Core>,
+    pub core_state: Arc<Mutex<CoreState>>,
+    /// The processor's committed offset.
+    pub committed: watch::Receiver<i64>,
+    pub outcomes: ActionOutcomes,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/events", post(post_events))
+        .route("/v1/queues", get(get_queues))
+        .route("/v1/loops", get(get_loops))
+        .route("/v1/loops/{id}", get(get_loop))
+        .route("/v1/loops/{id}/actions", post(post_action))
+        .route("/v1/accounts/{id}", get(get_account))
+        .route("/v1/explain", post(post_explain))
+        .route("/v1/dead-letters", get(get_dead_letters))
+        .route("/v1/openapi.json", get(get_openapi))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(get_metrics))
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .with_state(state)
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("A request handler panicked.");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(json!({"error": {"code": "internal", "message": "the request failed inside sigloop"}})),
+    )
+        .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".to_owned())
+}
+
+/// Reads the body up to `limit` bytes; more is `too_large`.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::TooLarge(format!("the request body is larger than {limit} bytes"))
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    #[serde(default)]
+    wait: bool,
+    /// Seconds.
+    timeout: Option<f64>,
+}
+
+async fn post_events(
+    State(state): State<AppState>,
+    Query(query): Query<EventsQuery>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let settings = &state.inner.config.settings.server;
+    let body = match read_body(request.into_body(), settings.max_body_bytes).await {
+        Ok(body) => body,
+        Err(error) => {
+            state.inner.metrics.events_rejected.with_label_values(&["too_large"]).inc();
+            return Err(error);
+        }
+    };
+    let ndjson = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/x-ndjson") || value.starts_with("application/ndjson"));
+    let items = match decode::split_body(&body, ndjson, settings.max_events_per_request) {
+        Ok(items) => items,
+        Err(rejection) => {
+            state.inner.metrics.events_rejected.with_label_values(&[rejection.code.as_str()]).inc();
+            // The whole request is unreadable: keep it as one dead letter so nothing vanishes.
+            let dead_letter = crate::storage::NewDeadLetter {
+                origin: "http".to_owned(),
+                request_index: None,
+                event_source: None,
+                event_id: None,
+                code: rejection.code.as_str().to_owned(),
+                message: rejection.message.clone(),
+                payload: String::from_utf8_lossy(&body).into_owned(),
+            };
+            state.inner.storage.append(&[], &[dead_letter], now_millis()).await?;
+            return Err(match rejection.code {
+                RejectionCode::TooLarge => ApiError::TooLarge(rejection.message),
+                code => ApiError::bad_request(code.as_str(), rejection.message),
+            });
+        }
+    };
+    let report = state.inner.ingestor.ingest(&items, "http", now_millis()).await?;
+    let mut answer = json!({
+        "accepted": report.accepted,
+        "duplicates": report.duplicates,
+        "rejected": report.rejected,
+        "last_seq": report.last_seq,
+    });
+    if query.wait {
+        let limit = settings.wait_timeout_secs as f64;
+        let timeout = query.timeout.filter(|seconds| seconds.is_finite() && *seconds >= 0.0).unwrap_or(limit).min(limit);
+        // Duplicates count too: wait for everything logged so far, which includes their originals.
+        let target = match report.last_seq {
+            Some(seq) => seq,
+            None => state.inner.storage.log_head().await?,
+        };
+        let processed = wait_for_offset(&state, target, Duration::from_secs_f64(timeout)).await;
+        answer["processed"] = Value::Bool(processed);
+    }
+    let status = if report.accepted == 0 && report.duplicates == 0 && !report.rejected.is_empty() {
+        answer["error"] = json!({
+            "code": report.rejected[0].code,
+            "message": "every event in the request was rejected; see `rejected`",
+        });
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(answer)).into_response())
+}
+
+/// Waits until the processor has committed `target`; false on timeout.
+async fn wait_for_offset(state: &AppState, target: i64, timeout: Duration) -> bool {
+    let mut committed = state.inner.committed.clone();
+    let reached = async move { committed.wait_for(|offset| *offset >= target).await.is_ok() };
+    matches!(tokio::time::timeout(timeout, reached).await, Ok(true))
+}
+
+async fn get_queues(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let summaries = state.inner.storage.queues().await?;
+    let routes = &state.inner.config.routes;
+    let mut names: Vec<String> = routes.queue_names().into_iter().map(str::to_owned).collect();
+    for summary in &summaries {
+        if !names.contains(&summary.name) {
+            names.push(summary.name.clone());
+        }
+    }
+    let now = now_millis();
+    let queues: Vec<Value> = names
+        .iter()
+        .map(|name| {
+            let summary = summaries.iter().find(|summary| &summary.name == name);
+            let mut counts = BTreeMap::new();
+            for loop_state in LoopState::ALL {
+                let count = summary.and_then(|summary| summary.counts.get(loop_state.as_str())).copied().unwrap_or(0);
+                counts.insert(loop_state.as_str(), count);
+            }
+            let oldest = summary.and_then(|summary| summary.oldest_open_at);
+            json!({
+                "name": name,
+                "team": routes.queue_team(name),
+                "counts": counts,
+                "total": counts.values().sum::<u64>(),
+                "breached": summary.map_or(0, |summary| summary.breached),
+                "oldest_open_at": oldest.map(crate::domain::format_millis),
+                "oldest_open_age_seconds": oldest.map(|opened| ((now - opened).max(0)) / 1000),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "queues": queues })))
+}
+
+#[derive(Debug, Deserialize)]
+struct LoopsQuery {
+    queue: Option<String>,
+    state: Option<String>,
+    kind: Option<String>,
+    account_id: Option<String>,
+    tag: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+async fn get_loops(State(state): State<AppState>, Query(query): Query<LoopsQuery>) -> Result<Json<Value>, ApiError> {
+    if let Some(value) = &query.state {
+        if LoopState::parse(value).is_none() {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("state `{value}` is not one of open, acknowledged, in_progress, resolved, verifying, closed, reopened"),
+            ));
+        }
+    }
+    if let Some(value) = &query.kind {
+        if SignalKind::parse(value).is_none() {
+            return Err(ApiError::bad_request("invalid_parameter", format!("kind `{value}` is not account or journey")));
+        }
+    }
+    let before = match &query.cursor {
+        None => None,
+        Some(cursor) => Some(cursor.parse::<i64>().map_err(|_| {
+            ApiError::bad_request("invalid_parameter", "cursor is not one this API returned")
+        })?),
+    };
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request("invalid_parameter", "limit must be between 1 and 500"));
+    }
+    let page = state
+        .inner
+        .storage
+        .list_loops(&LoopFilter {
+            queue: query.queue,
+            state: query.state,
+            kind: query.kind,
+            account_id: query.account_id,
+            tag: query.tag,
+            limit,
+            before,
+        })
+        .await?;
+    Ok(Json(json!({
+        "loops": page.loops.iter().map(views::loop_view).collect::<Vec<_>>(),
+        "next_cursor": page.next.map(|next| next.to_string()),
+    })))
+}
+
+async fn loop_with_links(state: &AppState, id: &str) -> Result<Value, ApiError> {
+    let detail = state
+        .inner
+        .storage
+        .loop_detail(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no loop with id {id}")))?;
+    let mut view = views::loop_detail_view(&detail);
+    let mut links = Vec::new();
+    if let Some(predecessor) = &detail.record.predecessor {
+        if let Some(record) = state.inner.storage.loop_record(predecessor).await? {
+            links.push(json!({"relation": "predecessor", "id": record.id, "state": record.state, "key": record.key, "generation": record.generation}));
+        }
+    }
+    let successor_id = crate::loops::loop_id(&detail.record.key, detail.record.generation + 1);
+    if let Some(record) = state.inner.storage.loop_record(&successor_id).await? {
+        links.push(json!({"relation": "successor", "id": record.id, "state": record.state, "key": record.key, "generation": record.generation}));
+    }
+    view["links"] = Value::Array(links);
+    Ok(view)
+}
+
+async fn get_loop(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(loop_with_links(&state, &id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionBody {
+    action: String,
+    actor: Option<String>,
+    note: Option<String>,
+    owner: Option<String>,
+    /// For `close`: verified, duplicate or wont_fix.
+    reason: Option<String>,
+}
+
+fn parse_action(body: &ActionBody) -> Result<Action, ApiError> {
+    let action = match body.action.as_str() {
+        "acknowledge" => Action::Acknowledge,
+        "start" => Action::Start,
+        "resolve" => Action::Resolve,
+        "reopen" => Action::Reopen,
+        "comment" => Action::Comment,
+        "close" => {
+            let reason = body.reason.as_deref().ok_or_else(|| {
+                ApiError::bad_request("missing_field", "close needs a reason: verified, duplicate or wont_fix")
+            })?;
+            let reason = CloseReason::parse(reason).ok_or_else(|| {
+                ApiError::bad_request("invalid_field", format!("reason `{reason}` is not verified, duplicate or wont_fix"))
+            })?;
+            Action::Close { reason }
+        }
+        "assign" => {
+            let owner = body
+                .owner
+                .as_deref()
+                .filter(|owner| !owner.trim().is_empty())
+                .ok_or_else(|| ApiError::bad_request("missing_field", "assign needs an owner"))?;
+            Action::Assign { owner: owner.to_owned() }
+        }
+        other => {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                format!("action `{other}` is not one of acknowledge, start, resolve, close, reopen, assign, comment"),
+            ))
+        }
+    };
+    if matches!(action, Action::Comment) && body.note.as_deref().is_none_or(|note| note.trim().is_empty()) {
+        return Err(ApiError::bad_request("missing_field", "comment needs a note"));
+    }
+    Ok(action)
+}
+
+async fn post_action(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let body = read_body(request.into_body(), 64 * 1024).await?;
+    let body: ActionBody = serde_json::from_slice(&body)
+        .map_err(|error| ApiError::bad_request("invalid_json", format!("the action body is not valid: {error}")))?;
+    let action = parse_action(&body)?;
+    let actor = body
+        .actor
+        .as_deref()
+        .map(str::trim)
+        .filter(|actor| !actor.is_empty())
+        .ok_or_else(|| ApiError::bad_request("missing_field", "actor is required: who is acting"))?;
+    if actor.len() > crate::domain::MAX_ID_BYTES {
+        return Err(ApiError::bad_request("too_large", "actor must be at most 256 bytes"));
+    }
+    if body.note.as_ref().is_some_and(|note| note.len() > decode::MAX_TEXT_BYTES) {
+        return Err(ApiError::bad_request("too_large", "note must be at most 64 KiB"));
+    }
+    // Refuse what is illegal now without logging it; the processor checks again in log order.
+    let record = state
+        .inner
+        .storage
+        .loop_record(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no loop with id {id}")))?;
+    if let Err(error) = transition(record.state, &action) {
+        return Err(ApiError::Conflict(error.to_string()));
+    }
+    let request = ActionRequest {
+        loop_id: id.clone(),
+        action,
+        actor: actor.to_owned(),
+        note: body.note.clone(),
+        time: now_millis(),
+    };
+    let seq = state.inner.ingestor.append_action(&request, now_millis()).await?;
+    let timeout = Duration::from_secs(state.inner.config.settings.server.wait_timeout_secs);
+    if !wait_for_offset(&state, seq, timeout).await {
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"processed": false, "message": "the action is logged and will be applied; it was not processed in time"})),
+        )
+            .into_response());
+    }
+    let outcome = state.inner.outcomes.lock().expect("outcomes lock").remove(&seq);
+    match outcome {
+        Some(ActionOutcome::Illegal { message }) => Err(ApiError::Conflict(message)),
+        Some(ActionOutcome::NotFound) => Err(ApiError::NotFound(format!("no loop with id {id}"))),
+        Some(ActionOutcome::Applied { .. }) | None => Ok(Json(loop_with_links(&state, &id).await?).into_response()),
+    }
+}
+
+async fn get_account(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let view = state.inner.storage.account_view(&id, 50).await?;
+    if view.account.is_none() && view.open_loops.is_empty() && view.recent_signals.is_empty() {
+        return Err(ApiError::NotFound(format!("no account {id} in the directory and no signals for it")));
+    }
+    Ok(Json(json!({
+        "account_id": id,
+        "profile": view.account.as_ref().map(views::account_view),
+        "open_loops": view.open_loops.iter().map(views::loop_view).collect::<Vec<_>>(),
+        "recent_signals": view.recent_signals.iter().map(views::signal_view).collect::<Vec<_>>(),
+    })))
+}
+
+async fn post_explain(State(state): State<AppState>, request: Request) -> Result<Json<Value>, ApiError> {
+    let body = read_body(request.into_body(), 1024 * 1024).await?;
+    let event = decode::decode_event(&body).map_err(|rejection| ApiError::BadRequest {
+        code: rejection.code.as_str(),
+        message: rejection.message,
+    })?;
+    let explanation = {
+        let core_state = state.inner.core_state.lock().expect("core state lock");
+        let now = match state.inner.config.settings.clock.mode {
+            crate::config::settings::ClockMode::Live => now_millis().max(core_state.clock),
+            crate::config::settings::ClockMode::EventTime => event.time.max(core_state.clock),
+        };
+        state.inner.core.explain(&core_state, &event, now)
+    };
+    Ok(Json(serde_json::to_value(&explanation).expect("explanations serialize")))
+}
+
+#[derive(Debug, Deserialize)]
+struct DeadLettersQuery {
+    limit: Option<u32>,
+    cursor: Option<i64>,
+}
+
+async fn get_dead_letters(
+    State(state): State<AppState>,
+    Query(query): Query<DeadLettersQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("invalid_parameter", "limit must be between 1 and 1000"));
+    }
+    let rows = state.inner.storage.dead_letters(limit, query.cursor).await?;
+    let next = if rows.len() == limit as usize { rows.last().map(|row| row.id) } else { None };
+    Ok(Json(json!({
+        "dead_letters": rows.iter().map(views::dead_letter_view).collect::<Vec<_>>(),
+        "next_cursor": next,
+    })))
+}
+
+async fn get_openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.inner.storage.ping().await {
+        Ok(()) => Json(json!({"status": "ready", "storage": "ok", "processed_offset": *state.inner.committed.borrow()}))
+            .into_response(),
+        Err(error) => {
+            tracing::warn!(error = %error, "Readiness check failed: storage is not answering.");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "not_ready", "storage": "unavailable"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn get_metrics(State(state): State<AppState>) -> Response {
+    if let Ok(head) = state.inner.storage.log_head().await {
+        let committed = *state.inner.committed.borrow();
+        state.inner.metrics.consumer_lag.set((head - committed).max(0));
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.inner.metrics.render(),
+    )
+        .into_response()
+}

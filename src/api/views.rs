@@ -1,0 +1,134 @@
+//! JSON views of stored records: times as RFC 3339, priorities as `P1`..`P4`. The API and
+//! `sigloop export` share them, so the canonical export is what the API shows.
+
+use serde_json::{json, Value};
+
+use crate::domain::{format_millis, Millis};
+use crate::loops::{EvidenceRow, HistoryRow, LoopRecord};
+use crate::pipeline::core::SignalRow;
+use crate::route::Account;
+use crate::storage::{DeadLetterRow, LoopDetail};
+
+fn time(millis: Option<Millis>) -> Value {
+    millis.map_or(Value::Null, |millis| Value::String(format_millis(millis)))
+}
+
+pub fn loop_view(record: &LoopRecord) -> Value {
+    json!({
+        "id": record.id,
+        "key": record.key,
+        "generation": record.generation,
+        "kind": record.kind,
+        "account_id": record.account_id,
+        "tag": record.tag,
+        "state": record.state,
+        "close_reason": record.close_reason,
+        "queue": record.queue,
+        "owner": record.owner,
+        "priority": format!("P{}", record.priority),
+        "severity": record.severity,
+        "sla_policy": record.sla_policy,
+        "ack_due": time(record.ack_due),
+        "resolve_due": time(record.resolve_due),
+        "breached": record.breached,
+        "opened_at": time(Some(record.opened_at)),
+        "updated_at": time(Some(record.updated_at)),
+        "acknowledged_at": time(record.acknowledged_at),
+        "resolved_at": time(record.resolved_at),
+        "closed_at": time(record.closed_at),
+        "recurrence": record.recurrence,
+        "signal_count": record.signal_count,
+        "first_signal_at": time(Some(record.first_signal_at)),
+        "last_signal_at": time(Some(record.last_signal_at)),
+        "predecessor": record.predecessor,
+        "watchers": record.watchers,
+        "config_version": record.config_version,
+    })
+}
+
+pub fn history_view(row: &HistoryRow) -> Value {
+    json!({
+        "seq": row.seq,
+        "at": time(Some(row.at)),
+        "actor": row.actor,
+        "action": row.action,
+        "from_state": row.from_state,
+        "to_state": row.to_state,
+        "reason": row.reason,
+    })
+}
+
+pub fn evidence_view(row: &EvidenceRow) -> Value {
+    json!({
+        "at": time(Some(row.at)),
+        "event_time": time(Some(row.event_time)),
+        "event_source": row.event_source,
+        "event_id": row.event_id,
+        "event_type": row.event_type,
+        "detector": row.detector,
+        "severity": row.severity,
+        "reason": row.reason,
+        "primary_tag": row.primary_tag,
+        "outcome": row.outcome,
+        "reference": row.reference,
+        "tags": row.tags,
+    })
+}
+
+/// A loop with its trace, history and evidence: the canonical export line, and most of
+/// `GET /v1/loops/{id}`.
+pub fn loop_detail_view(detail: &LoopDetail) -> Value {
+    let mut view = loop_view(&detail.record);
+    let object = view.as_object_mut().expect("loop views are objects");
+    object.insert("trace".to_owned(), detail.trace.clone().unwrap_or(Value::Null));
+    object.insert(
+        "history".to_owned(),
+        detail.history.iter().map(history_view).collect(),
+    );
+    object.insert(
+        "evidence".to_owned(),
+        detail.evidence.iter().map(evidence_view).collect(),
+    );
+    view
+}
+
+pub fn account_view(account: &Account) -> Value {
+    json!({
+        "account_id": account.account_id,
+        "name": account.name,
+        "tier": account.tier,
+        "arr": account.arr,
+        "region": account.region,
+        "segment": account.segment,
+        "csm": account.csm,
+        "lifecycle_stage": account.lifecycle_stage,
+        "started_at": time(account.started_at),
+    })
+}
+
+pub fn signal_view(signal: &SignalRow) -> Value {
+    json!({
+        "time": time(Some(signal.time)),
+        "detector": signal.detector,
+        "severity": signal.severity,
+        "tag": signal.tag,
+        "loop_id": signal.loop_id,
+        "event_source": signal.event_source,
+        "event_id": signal.event_id,
+        "reason": signal.reason,
+    })
+}
+
+pub fn dead_letter_view(row: &DeadLetterRow) -> Value {
+    json!({
+        "id": row.id,
+        "received_at": time(Some(row.received_at)),
+        "origin": row.dead_letter.origin,
+        "index": row.dead_letter.request_index,
+        "event_source": row.dead_letter.event_source,
+        "event_id": row.dead_letter.event_id,
+        "code": row.dead_letter.code,
+        "message": row.dead_letter.message,
+        "payload": row.dead_letter.payload,
+    })
+}

@@ -1,0 +1,163 @@
+//! Start-up: builds the application from a [`Config`] and runs it until shutdown.
+//!
+//! `main` and the tests build the same `Application`; tests listen on port 0 with a fresh database.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::ingest::Ingestor;
+use crate::pipeline::core::Core;
+use crate::pipeline::{now_millis, ActionOutcomes, Processor};
+use crate::storage::{SqliteStorage, Storage};
+use crate::telemetry::Metrics;
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    processor: Processor,
+    sqlite: Arc<SqliteStorage>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let core = Core::new(&config).map_err(|problems| crate::config::ConfigError { problems })?;
+        let path: PathBuf = config.settings.storage.path.clone();
+        let sqlite = Arc::new(
+            SqliteStorage::open(&path, config.settings.storage.synchronous)
+                .await
+                .with_context(|| format!("Failed to open the database {}", path.display()))?,
+        );
+        let storage: Arc<dyn Storage> = sqlite.clone();
+        let core_state = storage.load_state().await.context("Failed to load the committed state")?;
+        let offset = core_state.offset;
+        let listener = TcpListener::bind(&config.settings.server.listen)
+            .await
+            .with_context(|| format!("Failed to listen on {}", config.settings.server.listen))?;
+        let metrics = Arc::new(Metrics::new());
+        metrics.processed_offset.set(offset);
+        let appended = Arc::new(Notify::new());
+        let (committed_sender, committed) = watch::channel(offset);
+        let outcomes: ActionOutcomes = Arc::default();
+        let core = Arc::new(core);
+        let core_state = Arc::new(Mutex::new(core_state));
+        let processor = Processor {
+            core: Arc::clone(&core),
+            state: Arc::clone(&core_state),
+            storage: Arc::clone(&storage),
+            metrics: Arc::clone(&metrics),
+            settings: config.settings.processor.clone(),
+            clock_mode: config.settings.clock.mode,
+            appended: Arc::clone(&appended),
+            committed: committed_sender,
+            outcomes: Arc::clone(&outcomes),
+        };
+        let state = AppState {
+            inner: Arc::new(api::Inner {
+                ingestor: Ingestor {
+                    storage: Arc::clone(&storage),
+                    metrics: Arc::clone(&metrics),
+                    appended,
+                },
+                storage,
+                metrics,
+                core,
+                core_state,
+                committed,
+                outcomes,
+                config,
+            }),
+        };
+        Ok(Application {
+            listener,
+            state,
+            processor,
+            sqlite,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|address| address.port()).unwrap_or(0)
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves HTTP, runs the processor and the purge task until `shutdown` is cancelled, then drains:
+    /// in-flight requests finish, the processor commits its batch, the database closes.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            state,
+            processor,
+            sqlite,
+        } = self;
+        let address = listener.local_addr().context("Failed to read the listening address")?;
+        tracing::info!(%address, config_version = %state.inner.config.version, "sigloop is listening.");
+        let processor_task = tokio::spawn(processor.run(shutdown.child_token()));
+        let purge_task = tokio::spawn(purge_loop(state.clone(), shutdown.child_token()));
+        let router = api::router(state.clone());
+        let server_shutdown = shutdown.clone();
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
+            .await
+            .context("The HTTP server failed")?;
+        shutdown.cancel();
+        let _ = processor_task.await;
+        let _ = purge_task.await;
+        sqlite.close().await;
+        tracing::info!("sigloop stopped.");
+        Ok(())
+    }
+}
+
+/// Deletes processed events and dead letters older than the retention, at start and then periodically.
+async fn purge_loop(state: AppState, shutdown: CancellationToken) {
+    let storage_settings = &state.inner.config.settings.storage;
+    let retention = i64::from(storage_settings.retention_days) * crate::domain::MILLIS_PER_DAY;
+    let interval = Duration::from_secs(storage_settings.purge_interval_secs);
+    loop {
+        match state.inner.storage.purge(now_millis() - retention).await {
+            Ok(counts) => {
+                state.inner.metrics.purged.with_label_values(&["events"]).inc_by(counts.events);
+                state
+                    .inner
+                    .metrics
+                    .purged
+                    .with_label_values(&["dead_letters"])
+                    .inc_by(counts.dead_letters);
+                if counts.events + counts.dead_letters > 0 {
+                    tracing::info!(events = counts.events, dead_letters = counts.dead_letters, "Purged rows past the retention period.");
+                }
+            }
+            Err(error) => tracing::error!(error = %error, "Failed to purge old rows."),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Cancels `token` on Ctrl-C or SIGTERM.
+pub fn shutdown_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("Shutdown requested; draining.");
+        token.cancel();
+    });
+}

@@ -1,0 +1,271 @@
+//! `sigloop bench`: the end-to-end benchmark and the stage-by-stage rates.
+//!
+//! End to end, a `sigloop serve` child process (so its peak RSS is the server's alone) takes NDJSON
+//! batches over HTTP into the durable log (`synchronous=FULL`) and processes them into loops. The
+//! client pre-generates every request body before the clock starts. Latency is from a request's 2xx
+//! to the moment the processor's committed offset (polled on `/readyz` every 2 ms) covers the
+//! request's `last_seq`. Then each pure stage runs alone on one core of this process.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+use crate::config::Config;
+use crate::gen::GenOptions;
+use crate::pipeline::core::{BatchClock, Core, CoreState, EntryKind, LogEntry};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[arg(long, default_value_t = 100_000)]
+    pub accounts: usize,
+    /// Mixed events after the accounts.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: usize,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Events per HTTP request.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    /// Concurrent HTTP connections.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Skip the end-to-end run (stage rates only).
+    #[arg(long)]
+    pub stages_only: bool,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let options = GenOptions {
+        accounts: args.accounts,
+        events: args.events,
+        seed: args.seed,
+        ..GenOptions::default()
+    };
+    let started = Instant::now();
+    let lines: Vec<String> = crate::gen::generate(&options).collect();
+    let total_bytes: usize = lines.iter().map(|line| line.len() + 1).sum();
+    println!(
+        "generated {} events ({} accounts + {} mixed) in {:.1}s, mean size {} bytes",
+        lines.len(),
+        args.accounts,
+        args.events,
+        started.elapsed().as_secs_f64(),
+        total_bytes / lines.len().max(1)
+    );
+    if !args.stages_only {
+        end_to_end(&args, &lines).await?;
+    }
+    stages(&lines)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn percentile(sorted: &[f64], fraction: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
+    sorted[index]
+}
+
+async fn end_to_end(args: &BenchArgs, lines: &[String]) -> anyhow::Result<()> {
+    let directory = tempfile::tempdir().context("Failed to create a temporary directory")?;
+    let db: PathBuf = directory.path().join("bench.db");
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+        probe.local_addr()?.port()
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--db"])
+        .arg(&db)
+        .env("SIGLOOP__STORAGE__SYNCHRONOUS", "full")
+        .env("SIGLOOP__LOG__LEVEL", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("Failed to start the sigloop server")?;
+    let pid = child.id().context("the server has a pid")?;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(args.connections * 2).build()?;
+    let ready = Instant::now();
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        if ready.elapsed() > Duration::from_secs(30) {
+            bail!("the server did not start within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let bodies: VecDeque<String> = lines
+        .chunks(args.batch_size.max(1))
+        .map(|chunk| {
+            let mut body = chunk.join("\n");
+            body.push('\n');
+            body
+        })
+        .collect();
+    let request_count = bodies.len();
+    let bodies = Arc::new(Mutex::new(bodies));
+    // (last_seq, accepted at) of every request, in completion order.
+    let accepted: Arc<Mutex<Vec<(i64, Instant)>>> = Arc::default();
+    let done = tokio_util::sync::CancellationToken::new();
+    let watcher = {
+        let client = client.clone();
+        let base = base.clone();
+        let accepted = Arc::clone(&accepted);
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut cursor = 0usize;
+            let mut last_offset = 0;
+            loop {
+                if let Ok(response) = client.get(format!("{base}/readyz")).send().await {
+                    if let Ok(value) = response.json::<serde_json::Value>().await {
+                        last_offset = value["processed_offset"].as_i64().unwrap_or(last_offset);
+                    }
+                }
+                let now = Instant::now();
+                let finished = {
+                    let mut pending = accepted.lock().expect("lock");
+                    pending[cursor..].sort_by_key(|(seq, _)| *seq);
+                    while cursor < pending.len() && pending[cursor].0 <= last_offset {
+                        latencies.push(now.duration_since(pending[cursor].1).as_secs_f64());
+                        cursor += 1;
+                    }
+                    done.is_cancelled() && cursor == pending.len()
+                };
+                if finished {
+                    return (latencies, last_offset, Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let started = Instant::now();
+    let mut senders = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        let client = client.clone();
+        let url = format!("{base}/v1/events");
+        let bodies = Arc::clone(&bodies);
+        let accepted = Arc::clone(&accepted);
+        senders.push(tokio::spawn(async move {
+            loop {
+                let Some(body) = bodies.lock().expect("lock").pop_front() else {
+                    return Ok::<(), anyhow::Error>(());
+                };
+                let response = client
+                    .post(&url)
+                    .header("content-type", "application/x-ndjson")
+                    .body(body)
+                    .send()
+                    .await?;
+                let status = response.status();
+                let value: serde_json::Value = response.json().await?;
+                if !status.is_success() {
+                    bail!("the server answered {status}: {value}");
+                }
+                if let Some(seq) = value["last_seq"].as_i64() {
+                    accepted.lock().expect("lock").push((seq, Instant::now()));
+                }
+            }
+        }));
+    }
+    for sender in senders {
+        sender.await??;
+    }
+    let accept_elapsed = started.elapsed();
+    done.cancel();
+    let (mut latencies, offset, finished_at) = watcher.await?;
+    let elapsed = finished_at.duration_since(started);
+    let peak_rss = peak_rss_kib(pid);
+    child.kill().await.ok();
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "end to end: {} events in {} requests of {} over {} connections, synchronous=FULL",
+        lines.len(),
+        request_count,
+        args.batch_size,
+        args.connections
+    );
+    println!(
+        "  accepted into the durable log: {:.0} events/s ({:.2}s)",
+        lines.len() as f64 / accept_elapsed.as_secs_f64(),
+        accept_elapsed.as_secs_f64()
+    );
+    println!(
+        "  processed into loops:          {:.0} events/s ({:.2}s, processor offset {offset})",
+        lines.len() as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "  accept -> processed latency:   p50 {:.1} ms, p99 {:.1} ms",
+        percentile(&latencies, 0.5) * 1000.0,
+        percentile(&latencies, 0.99) * 1000.0
+    );
+    match peak_rss {
+        Some(kib) => println!("  server peak RSS:               {:.0} MB", kib as f64 / 1024.0),
+        None => println!("  server peak RSS:               unavailable"),
+    }
+    Ok(())
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|value| value.parse().ok())
+}
+
+/// Each pure stage alone, on this thread (one core).
+fn stages(lines: &[String]) -> anyhow::Result<()> {
+    let config = Config::embedded();
+    let core = Core::new(&config).map_err(|problems| crate::config::ConfigError { problems })?;
+    let rate = |count: usize, elapsed: Duration| count as f64 / elapsed.as_secs_f64();
+
+    let started = Instant::now();
+    let mut events = Vec::with_capacity(lines.len());
+    for line in lines {
+        if let Ok(event) = crate::decode::decode_event(line.as_bytes()) {
+            events.push(event);
+        }
+    }
+    let decode_rate = rate(lines.len(), started.elapsed());
+
+    let started = Instant::now();
+    let mut tagged = 0usize;
+    for event in &events {
+        tagged += core.tagger().tag(&event.data).matches.len();
+    }
+    let tag_rate = rate(events.len(), started.elapsed());
+
+    let entries: Vec<LogEntry> = lines
+        .iter()
+        .enumerate()
+        .map(|(index, line)| LogEntry {
+            seq: index as i64 + 1,
+            kind: EntryKind::Event,
+            source: String::new(),
+            id: String::new(),
+            payload: line.clone(),
+        })
+        .collect();
+    let mut state = CoreState::default();
+    let started = Instant::now();
+    let mut loop_rows = 0usize;
+    for batch in entries.chunks(1000) {
+        loop_rows += core.process_batch(&mut state, batch, BatchClock::EventTime).loops.len();
+    }
+    let core_rate = rate(entries.len(), started.elapsed());
+    println!("stages alone, one core:");
+    println!("  decode:                                   {decode_rate:.0} events/s");
+    println!("  tag:                                      {tag_rate:.0} events/s ({tagged} tags)");
+    println!(
+        "  decode + tag + detect + route + loops:    {core_rate:.0} events/s ({} loops, {loop_rows} loop rows written)",
+        state.loops.len()
+    );
+    Ok(())
+}

@@ -1,0 +1,302 @@
+//! The command line: `serve`, `demo`, `gen`, `ingest`, `explain`, `export`, `bench`.
+
+use std::io::{BufRead, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{shutdown_on_signals, Application};
+use crate::config::Config;
+use crate::pipeline::core::{BatchClock, Core, CoreState, EntryKind, LogEntry};
+use crate::pipeline::now_millis;
+use crate::storage::{SqliteStorage, Storage};
+
+#[derive(Debug, Parser)]
+#[command(name = "sigloop", version, about = "Closed-loop signal router for customer teams")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: HTTP API, processor, purge.
+    Serve(ServeArgs),
+    /// Run the service and feed it a generated, realistic stream.
+    Demo(ServeArgs),
+    /// Write deterministic NDJSON events (accounts first) to stdout or --out.
+    Gen(GenArgs),
+    /// Send an NDJSON file (or - for stdin) to a running sigloop over HTTP.
+    Ingest(IngestArgs),
+    /// Print the dry-run decision for each event of an NDJSON file (or -), as on a fresh instance.
+    Explain(ExplainArgs),
+    /// Write every loop in the canonical form: NDJSON sorted by key and generation.
+    Export(ExportArgs),
+    /// Measure the embedded pipeline end to end and stage by stage.
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Directory with sigloop.toml, taxonomy.toml, signals.toml, routes.toml (default: ./config if it
+    /// exists, else the embedded defaults).
+    #[arg(long, env = "SIGLOOP_CONFIG_DIR")]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    pub fn load(&self) -> anyhow::Result<Config> {
+        Ok(Config::load(self.config.as_deref(), std::env::vars())?)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Address to listen on (overrides server.listen).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// SQLite database file (overrides storage.path).
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// Feed a generated stream while serving.
+    #[arg(long)]
+    pub demo: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GenArgs {
+    #[arg(long, default_value_t = 100)]
+    pub accounts: usize,
+    #[arg(long, default_value_t = 1000)]
+    pub events: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Output file (default: stdout).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// NDJSON file, or - for stdin.
+    pub file: String,
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Events per request (at most 10,000).
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    /// Answer each request only once its events are processed.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// NDJSON file, or - for stdin.
+    pub file: String,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Indent the JSON.
+    #[arg(long)]
+    pub pretty: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// SQLite database file (overrides storage.path).
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// Output file (default: stdout).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("Failed to start the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Demo(mut args) => {
+                args.demo = true;
+                // Keep generated data out of the real database unless asked.
+                args.db.get_or_insert_with(|| PathBuf::from("sigloop-demo.db"));
+                serve(args).await
+            }
+            Command::Gen(args) => generate(args),
+            Command::Ingest(args) => ingest(args).await,
+            Command::Explain(args) => explain(args),
+            Command::Export(args) => export(args).await,
+            Command::Bench(args) => crate::bench::run(args).await,
+        }
+    })
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut config = args.config.load()?;
+    if let Some(listen) = args.listen {
+        config.settings.server.listen = listen;
+    }
+    if let Some(db) = args.db {
+        config.settings.storage.path = db;
+    }
+    crate::telemetry::init_tracing(&config.settings.log);
+    let application = Application::build(config).await?;
+    let shutdown = CancellationToken::new();
+    shutdown_on_signals(shutdown.clone());
+    if args.demo {
+        let port = application.port();
+        tracing::info!("Demo: feeding generated events; open http://127.0.0.1:{port}/v1/queues");
+        tokio::spawn(feed_demo(application.state().clone(), shutdown.child_token()));
+    }
+    application.run_until_stopped(shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Feeds about 400 events per second through the same ingest path as HTTP.
+async fn feed_demo(state: crate::api::AppState, shutdown: CancellationToken) {
+    let options = crate::gen::GenOptions {
+        accounts: 300,
+        events: 1_000_000,
+        seed: now_millis() as u64,
+        start: now_millis() - 21 * crate::domain::MILLIS_PER_DAY,
+    };
+    let mut events = crate::gen::generate(&options);
+    loop {
+        let batch: Vec<String> = events.by_ref().take(100).collect();
+        if batch.is_empty() {
+            return;
+        }
+        let items: Vec<&[u8]> = batch.iter().map(String::as_bytes).collect();
+        if let Err(error) = state.inner.ingestor.ingest(&items, "demo", now_millis()).await {
+            tracing::error!(error = %error, "The demo feeder failed to append events.");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+fn generate(args: GenArgs) -> anyhow::Result<ExitCode> {
+    let options = crate::gen::GenOptions {
+        accounts: args.accounts,
+        events: args.events,
+        seed: args.seed,
+        ..crate::gen::GenOptions::default()
+    };
+    match args.out {
+        Some(path) => {
+            let file = std::fs::File::create(&path).with_context(|| format!("Failed to create {}", path.display()))?;
+            let mut out = BufWriter::new(file);
+            crate::gen::write_ndjson(&options, &mut out)?;
+            out.flush()?;
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut out = BufWriter::new(stdout.lock());
+            crate::gen::write_ndjson(&options, &mut out)?;
+            out.flush()?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn open_input(file: &str) -> anyhow::Result<Box<dyn BufRead + Send>> {
+    if file == "-" {
+        return Ok(Box::new(std::io::BufReader::new(std::io::stdin())));
+    }
+    let opened = std::fs::File::open(file).with_context(|| format!("Failed to open {file}"))?;
+    Ok(Box::new(std::io::BufReader::new(opened)))
+}
+
+async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
+    let reader = open_input(&args.file)?;
+    let batch_size = args.batch_size.clamp(1, 10_000);
+    let totals = crate::ingest::client::send_ndjson(reader, &args.url, batch_size, args.wait).await?;
+    eprintln!(
+        "sigloop ingest: {} accepted, {} duplicates, {} rejected in {} requests",
+        totals.accepted, totals.duplicates, totals.rejected, totals.requests
+    );
+    Ok(if totals.rejected > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
+}
+
+/// Explains each event against a fresh in-memory state, then applies it, so later events see the
+/// account directory and loops the earlier ones built. Nothing is stored.
+fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
+    let config = args.config.load()?;
+    let core = Core::new(&config).map_err(|problems| crate::config::ConfigError { problems })?;
+    let mut state = CoreState::default();
+    let reader = open_input(&args.file)?;
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let mut rejected = 0;
+    for (index, line) in reader.lines().enumerate() {
+        let line = line.context("Failed to read the input")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value = match crate::decode::decode_event(line.as_bytes()) {
+            Ok(event) => {
+                let now = state.clock.max(event.time);
+                let explanation = core.explain(&state, &event, now);
+                let entry = LogEntry {
+                    seq: state.offset + 1,
+                    kind: EntryKind::Event,
+                    source: event.source.clone(),
+                    id: event.id.clone(),
+                    payload: line.clone(),
+                };
+                core.process_batch(&mut state, &[entry], BatchClock::EventTime);
+                serde_json::json!({"line": index + 1, "explanation": explanation})
+            }
+            Err(rejection) => {
+                rejected += 1;
+                serde_json::json!({"line": index + 1, "rejected": rejection})
+            }
+        };
+        if args.pretty {
+            serde_json::to_writer_pretty(&mut out, &value)?;
+        } else {
+            serde_json::to_writer(&mut out, &value)?;
+        }
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(if rejected > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
+}
+
+async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
+    let config = args.config.load()?;
+    let path = args.db.unwrap_or(config.settings.storage.path);
+    if !path.exists() {
+        anyhow::bail!("no database at {}", path.display());
+    }
+    let storage = SqliteStorage::open(&path, config.settings.storage.synchronous)
+        .await
+        .with_context(|| format!("Failed to open the database {}", path.display()))?;
+    let loops = storage.export().await?;
+    let mut out: Box<dyn Write> = match args.out {
+        Some(path) => Box::new(BufWriter::new(
+            std::fs::File::create(&path).with_context(|| format!("Failed to create {}", path.display()))?,
+        )),
+        None => Box::new(BufWriter::new(std::io::stdout())),
+    };
+    for detail in &loops {
+        serde_json::to_writer(&mut out, &crate::api::views::loop_detail_view(detail))?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    storage.close().await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,119 @@
+//! `sigloop ingest FILE|-`: sends an NDJSON file to a running sigloop in batches over HTTP.
+//!
+//! reqwest is the HTTP client (plain HTTP; put TLS in front with a proxy if the server is remote).
+
+use std::io::BufRead;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IngestTotals {
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub rejected: u64,
+    pub requests: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct EventsResponse {
+    accepted: u64,
+    duplicates: u64,
+    rejected: Vec<serde_json::Value>,
+}
+
+/// Sends `reader`'s lines to `base_url` in NDJSON requests of `batch_size` events. With `wait`, each
+/// request answers only once its events are processed. Rejections are printed to stderr with their
+/// line numbers.
+pub async fn send_ndjson(
+    reader: impl BufRead,
+    base_url: &str,
+    batch_size: usize,
+    wait: bool,
+) -> anyhow::Result<IngestTotals> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .context("Failed to build the HTTP client")?;
+    let url = format!(
+        "{}/v1/events{}",
+        base_url.trim_end_matches('/'),
+        if wait { "?wait=true" } else { "" }
+    );
+    let mut totals = IngestTotals::default();
+    let mut batch = String::new();
+    let mut batch_lines = 0usize;
+    let mut first_line = 1usize;
+    let mut line_number = 0usize;
+    for line in reader.lines() {
+        let line = line.context("Failed to read the input")?;
+        line_number += 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        if batch_lines == 0 {
+            first_line = line_number;
+        }
+        batch.push_str(&line);
+        batch.push('\n');
+        batch_lines += 1;
+        if batch_lines >= batch_size {
+            send(&client, &url, &batch, first_line, &mut totals).await?;
+            batch.clear();
+            batch_lines = 0;
+        }
+    }
+    if batch_lines > 0 {
+        send(&client, &url, &batch, first_line, &mut totals).await?;
+    }
+    Ok(totals)
+}
+
+async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    body: &str,
+    first_line: usize,
+    totals: &mut IngestTotals,
+) -> anyhow::Result<()> {
+    let mut attempt = 0;
+    let response = loop {
+        attempt += 1;
+        let result = client
+            .post(url)
+            .header("content-type", "application/x-ndjson")
+            .body(body.to_owned())
+            .send()
+            .await;
+        match result {
+            Ok(response) if response.status().is_server_error() && attempt < 5 => {}
+            Ok(response) => break response,
+            Err(error) if attempt < 5 && (error.is_connect() || error.is_timeout()) => {
+                eprintln!("sigloop ingest: {error}; retrying");
+            }
+            Err(error) => return Err(error).context(format!("Failed to send events to {url}")),
+        }
+        tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+    };
+    let status = response.status();
+    let text = response.text().await.context("Failed to read the response")?;
+    let parsed: EventsResponse = match serde_json::from_str(&text) {
+        Ok(parsed) => parsed,
+        Err(_) => bail!("{url} answered {status}: {text}"),
+    };
+    totals.requests += 1;
+    totals.accepted += parsed.accepted;
+    totals.duplicates += parsed.duplicates;
+    totals.rejected += parsed.rejected.len() as u64;
+    for rejected in parsed.rejected {
+        let index = rejected["index"].as_u64().unwrap_or(0) as usize;
+        eprintln!(
+            "line {}: {} {}",
+            first_line + index,
+            rejected["code"].as_str().unwrap_or("?"),
+            rejected["message"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}

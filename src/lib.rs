@@ -1,0 +1,35 @@
+//! sigloop: a closed-loop signal router for customer teams.
+//!
+//! # Layout, in data-flow order
+//!
+//! - [`ingest`]: HTTP and file input into the durable event log; rejected events into dead letters.
+//! - [`decode`]: CloudEvents JSON to domain [`domain::Event`]s, with a fixed set of rejection codes.
+//! - [`tag`]: the shared issue taxonomy, compiled once (Aho-Corasick and a RegexSet), with evidence.
+//! - [`detect`]: account detectors turning tagged events into signals.
+//! - [`route`]: the route tree: one queue, one owner, the path taken.
+//! - [`loops`]: loop identity, the explicit state machine, history and evidence rows.
+//! - [`pipeline`]: the pure batch core ([`pipeline::core`]) and the async processor around it.
+//! - [`storage`]: the one storage boundary (the only module with SQL); SQLite for the embedded mode.
+//! - [`api`]: the HTTP API and its JSON views.
+//! - [`app`]: start-up and shutdown; [`cli`]: the commands; [`config`]: typed, validated configuration.
+//! - [`gen`]: the deterministic event generator; [`bench`]: the end-to-end benchmark.
+//!
+//! decode, tag, detect, route and loops are synchronous and pure: no I/O, no wall clock.
+
+pub mod api;
+pub mod app;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod decode;
+pub mod detect;
+pub mod domain;
+pub mod failpoint;
+pub mod gen;
+pub mod ingest;
+pub mod loops;
+pub mod pipeline;
+pub mod route;
+pub mod storage;
+pub mod tag;
+pub mod telemetry;

@@ -1,0 +1,779 @@
+//! The pure core: one batch of log entries in, the batch's effects out.
+//!
+//! `Core::process_batch` decodes, tags, detects, routes and moves loops through their states over the
+//! in-memory [`CoreState`], and describes every change in [`BatchEffects`] for storage to commit in
+//! one transaction. It never reads the wall clock or does I/O: time enters as event time and through
+//! the [`BatchClock`] the caller passes, so the same log and configuration give the same loops.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::signals::Severity;
+use crate::config::Config;
+use crate::decode::{self, Rejection, RejectionCode};
+use crate::detect::{DetectorState, Detectors, RepeatKey, Signal};
+use crate::domain::{AccountId, AccountUpserted, Event, EventData, Millis};
+use crate::loops::{
+    loop_id, priority_for, transition, Action, CloseReason, EvidenceRow, HistoryRow, LoopRecord, LoopState,
+};
+use crate::route::{Account, RouteDecision, RouteInput, Router, RouterState};
+use crate::tag::{Tagger, Tagging};
+
+/// The actor of changes the system makes itself.
+pub const SYSTEM_ACTOR: &str = "sigloop";
+
+/// How the core tells the time for loop timestamps and deadlines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchClock {
+    /// The wall clock, read once for the whole batch by the caller.
+    Live(Millis),
+    /// The largest event time processed so far.
+    EventTime,
+}
+
+/// What a log entry holds: an event, or an operator action appended through the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    Event,
+    Action,
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Event => "event",
+            EntryKind::Action => "action",
+        }
+    }
+}
+
+/// One row of the event log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogEntry {
+    pub seq: i64,
+    pub kind: EntryKind,
+    pub source: String,
+    pub id: String,
+    pub payload: String,
+}
+
+/// An operator action as it is appended to the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionRequest {
+    pub loop_id: String,
+    #[serde(flatten)]
+    pub action: Action,
+    pub actor: String,
+    pub note: Option<String>,
+    /// Wall-clock time of the request; the event time of the action.
+    pub time: Millis,
+}
+
+/// What became of an action entry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum ActionOutcome {
+    Applied { state: LoopState },
+    NotFound,
+    Illegal { message: String },
+}
+
+/// Everything the core keeps between batches. Loaded from storage at start-up, mirrored there by
+/// every committed batch.
+#[derive(Debug, Clone, Default)]
+pub struct CoreState {
+    pub offset: i64,
+    pub clock: Millis,
+    pub accounts: HashMap<AccountId, Account>,
+    /// Every loop by id.
+    pub loops: HashMap<String, LoopRecord>,
+    /// The newest generation's id per loop key.
+    pub current: HashMap<String, String>,
+    pub detectors: DetectorState,
+    pub router: RouterState,
+}
+
+impl CoreState {
+    pub fn insert_loop(&mut self, record: LoopRecord) {
+        let newer = self
+            .current
+            .get(&record.key)
+            .and_then(|id| self.loops.get(id))
+            .is_none_or(|current| current.generation <= record.generation);
+        if newer {
+            self.current.insert(record.key.clone(), record.id.clone());
+        }
+        self.loops.insert(record.id.clone(), record);
+    }
+
+    pub fn current_loop(&self, key: &str) -> Option<&LoopRecord> {
+        self.current.get(key).and_then(|id| self.loops.get(id))
+    }
+}
+
+/// A signal shown in an account's recent signals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignalRow {
+    pub account_id: String,
+    pub time: Millis,
+    pub detector: String,
+    pub severity: Severity,
+    pub tag: String,
+    pub loop_id: String,
+    pub event_source: String,
+    pub event_id: String,
+    pub reason: String,
+}
+
+/// A log entry the core could not use; it becomes a dead letter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedEntry {
+    pub seq: i64,
+    pub source: String,
+    pub id: String,
+    pub rejection: Rejection,
+    pub payload: String,
+}
+
+/// Counters for the batch, turned into metrics by the caller.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BatchStats {
+    pub events: usize,
+    pub actions: usize,
+    pub tags_applied: BTreeMap<String, u64>,
+    pub signals: BTreeMap<String, u64>,
+    /// (queue, outcome) -> count, outcome one of opened, joined, reopened, closed.
+    pub loop_changes: BTreeMap<(String, &'static str), u64>,
+    /// Event time to loop change, in milliseconds on the batch clock, per signal.
+    pub event_to_loop_millis: Vec<Millis>,
+}
+
+/// The changes one batch makes, committed by storage in one transaction with `offset`.
+#[derive(Debug, Clone, Default)]
+pub struct BatchEffects {
+    pub offset: i64,
+    pub clock: Millis,
+    pub accounts: BTreeMap<AccountId, Account>,
+    pub loops: BTreeMap<String, LoopRecord>,
+    /// Decision traces of loops opened in this batch, as JSON.
+    pub traces: Vec<(String, String)>,
+    pub evidence: Vec<EvidenceRow>,
+    pub history: Vec<HistoryRow>,
+    pub signals: Vec<SignalRow>,
+    pub repeat_windows: BTreeMap<RepeatKey, Vec<Millis>>,
+    pub round_robin: BTreeMap<String, u64>,
+    pub action_outcomes: Vec<(i64, ActionOutcome)>,
+    pub failed: Vec<FailedEntry>,
+    pub stats: BatchStats,
+}
+
+/// The decision trace of a loop: why it is on this queue, with this owner.
+#[derive(Debug, Clone, Serialize)]
+pub struct Trace<'a> {
+    pub event: EventReference<'a>,
+    pub tags: &'a Tagging,
+    pub detector: &'a str,
+    pub detector_reason: &'a str,
+    pub severity: Severity,
+    pub route: &'a RouteDecision,
+    pub priority: u8,
+    pub priority_reason: String,
+    pub sla: Option<SlaTrace>,
+    pub config_version: &'a str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventReference<'a> {
+    pub source: &'a str,
+    pub id: &'a str,
+    #[serde(rename = "type")]
+    pub event_type: &'static str,
+    pub time: String,
+    pub reference: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SlaTrace {
+    pub policy: String,
+    pub ack_within: String,
+    pub resolve_within: String,
+}
+
+/// The dry-run decision for one event, as `explain` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub event: serde_json::Value,
+    pub tags: Tagging,
+    pub signals: Vec<ExplainedSignal>,
+    pub config_version: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExplainedSignal {
+    pub signal: Signal,
+    pub loop_key: String,
+    /// open, join or reopen.
+    pub outcome: &'static str,
+    pub loop_id: String,
+    pub queue: String,
+    pub owner: String,
+    pub priority: u8,
+    /// The routing decision, for a signal that would open a loop.
+    pub route: Option<RouteDecision>,
+    pub sla: Option<SlaTrace>,
+}
+
+/// The compiled configuration: everything the core needs that does not change between batches.
+pub struct Core {
+    tagger: Tagger,
+    detectors: Detectors,
+    router: Router,
+    reopen_window: Millis,
+    raise_for_tiers: Vec<String>,
+    sla: BTreeMap<String, (Millis, Millis, SlaTrace)>,
+    config_version: String,
+}
+
+enum Placement {
+    Open { generation: u32, predecessor: Option<String> },
+    Join(String),
+    Reopen(String),
+}
+
+impl Core {
+    pub fn new(config: &Config) -> Result<Core, Vec<String>> {
+        let tagger = Tagger::compile(&config.taxonomy)?;
+        let mut sla = BTreeMap::new();
+        for (name, policy) in &config.routes.sla {
+            let (Ok(ack), Ok(resolve)) = (policy.ack_within(), policy.resolve_within()) else {
+                return Err(vec![format!("routes: sla `{name}` has an invalid duration")]);
+            };
+            sla.insert(
+                name.clone(),
+                (
+                    ack.as_millis() as Millis,
+                    resolve.as_millis() as Millis,
+                    SlaTrace {
+                        policy: name.clone(),
+                        ack_within: policy.ack_within.clone(),
+                        resolve_within: policy.resolve_within.clone(),
+                    },
+                ),
+            );
+        }
+        Ok(Core {
+            tagger,
+            detectors: Detectors::new(&config.signals),
+            router: Router::new(&config.routes, &config.taxonomy),
+            reopen_window: config.signals.loops.reopen_window(),
+            raise_for_tiers: config.signals.priority.raise_for_tiers.clone(),
+            sla,
+            config_version: config.version.clone(),
+        })
+    }
+
+    pub fn config_version(&self) -> &str {
+        &self.config_version
+    }
+
+    pub fn tagger(&self) -> &Tagger {
+        &self.tagger
+    }
+
+    pub fn detectors(&self) -> &Detectors {
+        &self.detectors
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// Processes `entries` (in log order) against `state`, updating it and returning the effects.
+    pub fn process_batch(&self, state: &mut CoreState, entries: &[LogEntry], clock: BatchClock) -> BatchEffects {
+        let mut effects = BatchEffects::default();
+        for entry in entries {
+            match entry.kind {
+                EntryKind::Event => match decode::decode_event(entry.payload.as_bytes()) {
+                    Ok(event) => {
+                        let now = advance_clock(state, clock, event.time);
+                        effects.stats.events += 1;
+                        self.process_event(state, &event, now, &mut effects);
+                    }
+                    Err(rejection) => effects.failed.push(failed(entry, rejection)),
+                },
+                EntryKind::Action => match serde_json::from_str::<ActionRequest>(&entry.payload) {
+                    Ok(request) => {
+                        let now = advance_clock(state, clock, request.time);
+                        effects.stats.actions += 1;
+                        let outcome = self.apply_action(state, &request, now, &mut effects);
+                        effects.action_outcomes.push((entry.seq, outcome));
+                    }
+                    Err(error) => effects.failed.push(failed(
+                        entry,
+                        Rejection {
+                            code: RejectionCode::InvalidJson,
+                            id: Some(entry.id.clone()),
+                            message: format!("action entry is not a valid action: {error}"),
+                        },
+                    )),
+                },
+            }
+            state.offset = entry.seq;
+        }
+        effects.offset = state.offset;
+        effects.clock = state.clock;
+        effects
+    }
+
+    fn process_event(&self, state: &mut CoreState, event: &Event, now: Millis, effects: &mut BatchEffects) {
+        if let EventData::AccountUpserted(update) = &event.data {
+            let merged = merge_account(state.accounts.get(&update.account_id), update);
+            effects.accounts.insert(merged.account_id.clone(), merged.clone());
+            state.accounts.insert(merged.account_id.clone(), merged);
+            return;
+        }
+        let tagging = self.tagger.tag(&event.data);
+        for tag_match in &tagging.matches {
+            *effects.stats.tags_applied.entry(tag_match.tag.clone()).or_default() += 1;
+        }
+        let detection = self.detectors.detect(event, &tagging, &state.detectors);
+        if let Some(update) = detection.repeat_update {
+            effects.repeat_windows.insert(update.key.clone(), update.times.clone());
+            state.detectors.apply(update);
+        }
+        for signal in &detection.signals {
+            *effects.stats.signals.entry(signal.detector.clone()).or_default() += 1;
+            self.apply_signal(state, event, &tagging, signal, now, effects);
+        }
+    }
+
+    fn placement(&self, state: &CoreState, key: &str, now: Millis) -> Placement {
+        match state.current_loop(key) {
+            None => Placement::Open {
+                generation: 1,
+                predecessor: None,
+            },
+            Some(current) => match current.state {
+                active if active.is_active() => Placement::Join(current.id.clone()),
+                LoopState::Resolved | LoopState::Verifying => Placement::Reopen(current.id.clone()),
+                _ => {
+                    let recently_verified = current.close_reason == Some(CloseReason::Verified)
+                        && current
+                            .closed_at
+                            .is_some_and(|closed_at| now - closed_at < self.reopen_window);
+                    if recently_verified {
+                        Placement::Reopen(current.id.clone())
+                    } else {
+                        Placement::Open {
+                            generation: current.generation + 1,
+                            predecessor: Some(current.id.clone()),
+                        }
+                    }
+                }
+            },
+        }
+    }
+
+    fn priority(&self, signal: &Signal, account: Option<&Account>) -> (u8, String) {
+        let tier = account.and_then(|account| account.tier.as_deref());
+        let raised = tier.is_some_and(|tier| self.raise_for_tiers.iter().any(|raised| raised == tier));
+        let priority = priority_for(signal.severity, raised);
+        let reason = match (raised, tier) {
+            (true, Some(tier)) => format!(
+                "severity {} gives P{}, raised one level for tier {tier}",
+                signal.severity.as_str(),
+                priority + 1
+            ),
+            _ => format!("severity {} gives P{priority}", signal.severity.as_str()),
+        };
+        (priority.min(4), reason)
+    }
+
+    fn route_input<'a>(&self, signal: &'a Signal, account: Option<&'a Account>) -> RouteInput<'a> {
+        RouteInput {
+            kind: signal.kind,
+            tag: &signal.key_tag,
+            severity: signal.severity,
+            detector: &signal.detector,
+            account,
+        }
+    }
+
+    fn apply_signal(
+        &self,
+        state: &mut CoreState,
+        event: &Event,
+        tagging: &Tagging,
+        signal: &Signal,
+        now: Millis,
+        effects: &mut BatchEffects,
+    ) {
+        let key = signal.loop_key();
+        let account = state.accounts.get(&signal.account_id).cloned();
+        let (priority, priority_reason) = self.priority(signal, account.as_ref());
+        let (loop_id, outcome) = match self.placement(state, &key, now) {
+            Placement::Open {
+                generation,
+                predecessor,
+            } => {
+                let decision = self.router.route(&self.route_input(signal, account.as_ref()), &state.router);
+                state.router.apply(&decision);
+                if let Some((team, cursor)) = &decision.round_robin_advance {
+                    effects.round_robin.insert(team.clone(), *cursor);
+                }
+                let id = loop_id(&key, generation);
+                let sla = decision.sla_policy.as_ref().and_then(|name| self.sla.get(name));
+                let record = LoopRecord {
+                    id: id.clone(),
+                    key: key.clone(),
+                    generation,
+                    kind: signal.kind,
+                    account_id: Some(signal.account_id.to_string()),
+                    tag: signal.key_tag.clone(),
+                    state: LoopState::Open,
+                    close_reason: None,
+                    queue: decision.queue.clone(),
+                    owner: decision.owner.clone(),
+                    priority,
+                    severity: signal.severity,
+                    sla_policy: decision.sla_policy.clone(),
+                    ack_due: sla.map(|(ack, _, _)| now + ack),
+                    resolve_due: sla.map(|(_, resolve, _)| now + resolve),
+                    breached: false,
+                    opened_at: now,
+                    updated_at: now,
+                    acknowledged_at: None,
+                    resolved_at: None,
+                    closed_at: None,
+                    recurrence: 0,
+                    signal_count: 0,
+                    first_signal_at: signal.time,
+                    last_signal_at: signal.time,
+                    predecessor,
+                    watchers: decision.watchers.clone(),
+                    config_version: self.config_version.clone(),
+                    history_len: 0,
+                };
+                let trace = Trace {
+                    event: event_reference(event),
+                    tags: tagging,
+                    detector: &signal.detector,
+                    detector_reason: &signal.reason,
+                    severity: signal.severity,
+                    route: &decision,
+                    priority,
+                    priority_reason: priority_reason.clone(),
+                    sla: sla.map(|(_, _, trace)| trace.clone()),
+                    config_version: &self.config_version,
+                };
+                effects.traces.push((
+                    id.clone(),
+                    serde_json::to_string(&trace).expect("traces serialize"),
+                ));
+                state.insert_loop(record);
+                let reason = format!("{}: {}", signal.detector, signal.reason);
+                push_history(state, effects, &id, now, SYSTEM_ACTOR, "open", None, Some(reason));
+                (id, "opened")
+            }
+            Placement::Join(id) => {
+                let record = state.loops.get_mut(&id).expect("current loops exist");
+                let raised = priority < record.priority;
+                if raised {
+                    record.priority = priority;
+                }
+                record.updated_at = now;
+                let state_now = record.state;
+                if raised {
+                    let reason = format!("priority raised to P{priority} by {}: {}", signal.detector, signal.reason);
+                    push_history(state, effects, &id, now, SYSTEM_ACTOR, "escalate", Some(state_now), Some(reason));
+                }
+                (id, "joined")
+            }
+            Placement::Reopen(id) => {
+                let record = state.loops.get_mut(&id).expect("current loops exist");
+                let from = record.state;
+                record.apply_transition(&Action::Reopen, LoopState::Reopened, now);
+                record.priority = record.priority.min(priority);
+                if let Some((ack, resolve, _)) = record.sla_policy.as_ref().and_then(|name| self.sla.get(name)) {
+                    record.ack_due = Some(now + ack);
+                    record.resolve_due = Some(now + resolve);
+                    record.acknowledged_at = None;
+                    record.breached = false;
+                }
+                let reason = format!("recurrence: {}: {}", signal.detector, signal.reason);
+                push_history(state, effects, &id, now, SYSTEM_ACTOR, "reopen", Some(from), Some(reason));
+                (id, "reopened")
+            }
+        };
+        let record = state.loops.get_mut(&loop_id).expect("placed loops exist");
+        record.signal_count += 1;
+        record.first_signal_at = record.first_signal_at.min(signal.time);
+        record.last_signal_at = record.last_signal_at.max(signal.time);
+        let queue = record.queue.clone();
+        effects.loops.insert(loop_id.clone(), record.clone());
+        *effects.stats.loop_changes.entry((queue, outcome)).or_default() += 1;
+        effects.stats.event_to_loop_millis.push(now - event.time);
+        let reference = reference_json(event);
+        effects.evidence.push(EvidenceRow {
+            loop_id: loop_id.clone(),
+            at: now,
+            event_time: event.time,
+            event_source: event.source.clone(),
+            event_id: event.id.clone(),
+            event_type: event.event_type().as_str().to_owned(),
+            detector: signal.detector.clone(),
+            severity: signal.severity,
+            reason: signal.reason.clone(),
+            primary_tag: tagging.primary.clone(),
+            tags: serde_json::to_value(&tagging.matches).expect("tags serialize"),
+            reference,
+            outcome: match outcome {
+                "opened" => "open",
+                "joined" => "join",
+                _ => "reopen",
+            }
+            .to_owned(),
+        });
+        effects.signals.push(SignalRow {
+            account_id: signal.account_id.to_string(),
+            time: signal.time,
+            detector: signal.detector.clone(),
+            severity: signal.severity,
+            tag: signal.key_tag.clone(),
+            loop_id,
+            event_source: event.source.clone(),
+            event_id: event.id.clone(),
+            reason: signal.reason.clone(),
+        });
+    }
+
+    /// Applies an operator action. Illegal ones change nothing and report why.
+    pub fn apply_action(
+        &self,
+        state: &mut CoreState,
+        request: &ActionRequest,
+        now: Millis,
+        effects: &mut BatchEffects,
+    ) -> ActionOutcome {
+        let Some(record) = state.loops.get_mut(&request.loop_id) else {
+            return ActionOutcome::NotFound;
+        };
+        let from = record.state;
+        let next = match transition(from, &request.action) {
+            Ok(next) => next,
+            Err(error) => {
+                return ActionOutcome::Illegal {
+                    message: error.to_string(),
+                }
+            }
+        };
+        record.apply_transition(&request.action, next, now);
+        let queue = record.queue.clone();
+        effects.loops.insert(record.id.clone(), record.clone());
+        let mut reason = request.note.clone();
+        match &request.action {
+            Action::Close { reason: close_reason } => {
+                *effects.stats.loop_changes.entry((queue, "closed")).or_default() += 1;
+                let note = reason.take().map(|note| format!(": {note}")).unwrap_or_default();
+                reason = Some(format!("closed as {}{note}", close_reason.as_str()));
+            }
+            Action::Assign { owner } => {
+                let note = reason.take().map(|note| format!(": {note}")).unwrap_or_default();
+                reason = Some(format!("assigned to {owner}{note}"));
+            }
+            Action::Reopen => {
+                *effects.stats.loop_changes.entry((queue, "reopened")).or_default() += 1;
+            }
+            _ => {}
+        }
+        let loop_id = request.loop_id.clone();
+        push_history(
+            state,
+            effects,
+            &loop_id,
+            now,
+            &request.actor,
+            request.action.name(),
+            Some(from),
+            reason,
+        );
+        ActionOutcome::Applied { state: next }
+    }
+
+    /// The dry run of one event against `state`: nothing in `state` changes.
+    pub fn explain(&self, state: &CoreState, event: &Event, now: Millis) -> Explanation {
+        let tagging = self.tagger.tag(&event.data);
+        let detection = match &event.data {
+            EventData::AccountUpserted(_) => Default::default(),
+            _ => self.detectors.detect(event, &tagging, &state.detectors),
+        };
+        let account = state.accounts.get(event.account_id());
+        let mut router_state = state.router.clone();
+        let mut planned: HashMap<String, (String, String, String)> = HashMap::new();
+        let mut signals = Vec::new();
+        for signal in detection.signals {
+            let key = signal.loop_key();
+            let (priority, _) = self.priority(&signal, account);
+            let explained = if let Some((id, queue, owner)) = planned.get(&key) {
+                ExplainedSignal {
+                    loop_key: key.clone(),
+                    outcome: "join",
+                    loop_id: id.clone(),
+                    queue: queue.clone(),
+                    owner: owner.clone(),
+                    priority,
+                    route: None,
+                    sla: None,
+                    signal,
+                }
+            } else {
+                match self.placement(state, &key, now) {
+                    Placement::Open { generation, .. } => {
+                        let decision = self.router.route(&self.route_input(&signal, account), &router_state);
+                        router_state.apply(&decision);
+                        let id = loop_id(&key, generation);
+                        let sla = decision
+                            .sla_policy
+                            .as_ref()
+                            .and_then(|name| self.sla.get(name))
+                            .map(|(_, _, trace)| trace.clone());
+                        ExplainedSignal {
+                            loop_key: key.clone(),
+                            outcome: "open",
+                            loop_id: id,
+                            queue: decision.queue.clone(),
+                            owner: decision.owner.clone(),
+                            priority,
+                            route: Some(decision),
+                            sla,
+                            signal,
+                        }
+                    }
+                    Placement::Join(id) | Placement::Reopen(id) => {
+                        let record = &state.loops[&id];
+                        ExplainedSignal {
+                            loop_key: key.clone(),
+                            outcome: if record.state.is_active() { "join" } else { "reopen" },
+                            loop_id: id.clone(),
+                            queue: record.queue.clone(),
+                            owner: record.owner.clone(),
+                            priority: priority.min(record.priority),
+                            route: None,
+                            sla: record
+                                .sla_policy
+                                .as_ref()
+                                .and_then(|name| self.sla.get(name))
+                                .map(|(_, _, trace)| trace.clone()),
+                            signal,
+                        }
+                    }
+                }
+            };
+            planned.insert(
+                key,
+                (explained.loop_id.clone(), explained.queue.clone(), explained.owner.clone()),
+            );
+            signals.push(explained);
+        }
+        Explanation {
+            event: serde_json::json!({
+                "source": event.source,
+                "id": event.id,
+                "type": event.event_type().as_str(),
+                "time": crate::domain::format_millis(event.time),
+                "account_id": event.account_id().as_str(),
+            }),
+            tags: tagging,
+            signals,
+            config_version: self.config_version.clone(),
+        }
+    }
+}
+
+fn advance_clock(state: &mut CoreState, clock: BatchClock, entry_time: Millis) -> Millis {
+    let reading = match clock {
+        BatchClock::Live(now) => now,
+        BatchClock::EventTime => entry_time,
+    };
+    state.clock = state.clock.max(reading);
+    state.clock
+}
+
+fn failed(entry: &LogEntry, rejection: Rejection) -> FailedEntry {
+    FailedEntry {
+        seq: entry.seq,
+        source: entry.source.clone(),
+        id: entry.id.clone(),
+        rejection,
+        payload: entry.payload.clone(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn push_history(
+    state: &mut CoreState,
+    effects: &mut BatchEffects,
+    loop_id: &str,
+    now: Millis,
+    actor: &str,
+    action: &str,
+    from_state: Option<LoopState>,
+    reason: Option<String>,
+) {
+    let record = state.loops.get_mut(loop_id).expect("history is written for known loops");
+    let seq = record.history_len;
+    record.history_len += 1;
+    effects.loops.insert(record.id.clone(), record.clone());
+    effects.history.push(HistoryRow {
+        loop_id: loop_id.to_owned(),
+        seq,
+        at: now,
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        from_state,
+        to_state: record.state,
+        reason,
+    });
+}
+
+/// Present fields of an `account.upserted` overwrite; absent ones keep what the directory knew, so a
+/// partial update from one system does not erase what another set.
+pub fn merge_account(known: Option<&Account>, update: &AccountUpserted) -> Account {
+    let Some(known) = known else {
+        return update.clone();
+    };
+    Account {
+        account_id: update.account_id.clone(),
+        name: update.name.clone().or_else(|| known.name.clone()),
+        tier: update.tier.clone().or_else(|| known.tier.clone()),
+        arr: update.arr.or(known.arr),
+        region: update.region.clone().or_else(|| known.region.clone()),
+        segment: update.segment.clone().or_else(|| known.segment.clone()),
+        csm: update.csm.clone().or_else(|| known.csm.clone()),
+        lifecycle_stage: update.lifecycle_stage.clone().or_else(|| known.lifecycle_stage.clone()),
+        started_at: update.started_at.or(known.started_at),
+    }
+}
+
+fn reference_json(event: &Event) -> serde_json::Value {
+    let mut reference = serde_json::Map::new();
+    reference.insert("source".to_owned(), event.source.clone().into());
+    reference.insert("event_id".to_owned(), event.id.clone().into());
+    if let Some((name, value)) = event.data.source_reference() {
+        reference.insert(name.to_owned(), value.to_owned().into());
+    }
+    serde_json::Value::Object(reference)
+}
+
+fn event_reference(event: &Event) -> EventReference<'_> {
+    EventReference {
+        source: &event.source,
+        id: &event.id,
+        event_type: event.event_type().as_str(),
+        time: crate::domain::format_millis(event.time),
+        reference: reference_json(event),
+    }
+}
+

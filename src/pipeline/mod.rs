@@ -1,0 +1,159 @@
+//! The processor: the thin async shell around the pure core.
+//!
+//! It reads the log in batches after its committed offset, runs [`core::Core::process_batch`] on a
+//! blocking thread, and commits the effects with the new offset in one transaction. Only then does it
+//! publish the offset, so `?wait=true` callers and action requests see effects that are durable.
+
+pub mod core;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use self::core::{ActionOutcome, BatchClock, BatchEffects, Core, CoreState};
+use crate::config::settings::{ClockMode, ProcessorSettings};
+use crate::storage::Storage;
+use crate::telemetry::Metrics;
+
+/// Outcomes of action entries, by log sequence number, until the API request that appended them
+/// collects them.
+pub type ActionOutcomes = Arc<Mutex<HashMap<i64, ActionOutcome>>>;
+
+/// Outcomes nobody collected (their request timed out) are dropped past this many.
+const MAX_PENDING_OUTCOMES: usize = 10_000;
+
+pub fn now_millis() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+pub struct Processor {
+    pub core: Arc<Core>,
+    pub state: Arc<Mutex<CoreState>>,
+    pub storage: Arc<dyn Storage>,
+    pub metrics: Arc<Metrics>,
+    pub settings: ProcessorSettings,
+    pub clock_mode: ClockMode,
+    /// Appends wake the processor through this.
+    pub appended: Arc<Notify>,
+    /// The committed offset, published after every commit.
+    pub committed: watch::Sender<i64>,
+    pub outcomes: ActionOutcomes,
+}
+
+impl Processor {
+    /// Runs until `shutdown`; a batch in flight is finished and committed before it returns.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let idle = Duration::from_millis(self.settings.batch_millis.max(1));
+        let mut failures: u32 = 0;
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let offset = self.state.lock().expect("core state lock").offset;
+            let entries = match self.storage.read_log(offset, self.settings.batch_size).await {
+                Ok(entries) => entries,
+                Err(error) => {
+                    tracing::error!(error = %error, "Failed to read the event log; retrying.");
+                    self.back_off(&mut failures, &shutdown).await;
+                    continue;
+                }
+            };
+            if entries.is_empty() {
+                tokio::select! {
+                    _ = self.appended.notified() => {}
+                    _ = tokio::time::sleep(idle) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            let span = tracing::info_span!("batch", first_seq = entries[0].seq, size = entries.len());
+            let _entered = span.enter();
+            let clock = match self.clock_mode {
+                ClockMode::Live => BatchClock::Live(now_millis()),
+                ClockMode::EventTime => BatchClock::EventTime,
+            };
+            let core = Arc::clone(&self.core);
+            let state = Arc::clone(&self.state);
+            let batch_len = entries.len();
+            let effects = tokio::task::spawn_blocking(move || {
+                let mut state = state.lock().expect("core state lock");
+                core.process_batch(&mut state, &entries, clock)
+            })
+            .await
+            .expect("the pure core does not panic");
+            let started = Instant::now();
+            match self.storage.commit_batch(&effects, now_millis()).await {
+                Ok(()) => {
+                    failures = 0;
+                    self.metrics.batch_commit_seconds.observe(started.elapsed().as_secs_f64());
+                    self.metrics.batch_size.observe(batch_len as f64);
+                    self.record(&effects);
+                    crate::failpoint::hit("after_commit");
+                    self.committed.send_replace(effects.offset);
+                }
+                Err(error) => {
+                    tracing::error!(error = %error, "Failed to commit a batch; reloading the committed state and retrying.");
+                    self.reload().await;
+                    self.back_off(&mut failures, &shutdown).await;
+                }
+            }
+        }
+        tracing::info!("The processor stopped after its last committed batch.");
+    }
+
+    /// The in-memory state ran ahead of a failed commit: put the committed one back.
+    async fn reload(&self) {
+        loop {
+            match self.storage.load_state().await {
+                Ok(committed) => {
+                    *self.state.lock().expect("core state lock") = committed;
+                    return;
+                }
+                Err(error) => {
+                    tracing::error!(error = %error, "Failed to reload the committed state; retrying.");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    async fn back_off(&self, failures: &mut u32, shutdown: &CancellationToken) {
+        *failures = (*failures + 1).min(6);
+        let delay = Duration::from_millis(100 * (1 << *failures));
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => {}
+        }
+    }
+
+    fn record(&self, effects: &BatchEffects) {
+        let metrics = &self.metrics;
+        for (tag, count) in &effects.stats.tags_applied {
+            metrics.tags_applied.with_label_values(&[tag]).inc_by(*count);
+        }
+        for (detector, count) in &effects.stats.signals {
+            metrics.signals.with_label_values(&[detector]).inc_by(*count);
+        }
+        for ((queue, outcome), count) in &effects.stats.loop_changes {
+            metrics.loops.with_label_values(&[queue.as_str(), outcome]).inc_by(*count);
+        }
+        for latency in &effects.stats.event_to_loop_millis {
+            metrics.event_to_loop_seconds.observe(*latency as f64 / 1000.0);
+        }
+        for failed in &effects.failed {
+            metrics.events_rejected.with_label_values(&[failed.rejection.code.as_str()]).inc();
+            tracing::warn!(seq = failed.seq, code = failed.rejection.code.as_str(), "A logged entry could not be processed and became a dead letter.");
+        }
+        metrics.processed_offset.set(effects.offset);
+        if !effects.action_outcomes.is_empty() {
+            let mut outcomes = self.outcomes.lock().expect("outcomes lock");
+            if outcomes.len() > MAX_PENDING_OUTCOMES {
+                outcomes.clear();
+            }
+            outcomes.extend(effects.action_outcomes.iter().cloned());
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The one storage boundary: the only module that speaks SQL.
+//!
+//! [`Storage`] is what the rest of sigloop sees; `sqlite` implements it for the embedded mode (the
+//! PostgreSQL backend of the distributed mode implements the same trait and passes the same
+//! conformance suite, `tests/storage_conformance.rs`).
+
+mod sqlite;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+pub use sqlite::SqliteStorage;
+
+use crate::domain::Millis;
+use crate::loops::{EvidenceRow, HistoryRow, LoopRecord};
+use crate::pipeline::core::{BatchEffects, CoreState, EntryKind, LogEntry, SignalRow};
+use crate::route::Account;
+
+/// Raw inputs kept with a dead letter are cut to this many bytes.
+pub const MAX_DEAD_LETTER_PAYLOAD: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("stored row is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// One entry to append to the log.
+#[derive(Debug, Clone)]
+pub struct AppendEntry {
+    pub kind: EntryKind,
+    pub source: String,
+    pub id: String,
+    pub event_type: String,
+    pub event_time: Millis,
+    pub payload: String,
+}
+
+/// A rejected input, kept so that nothing is dropped silently.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewDeadLetter {
+    /// Where it came from: `http`, `file` or `processor`.
+    pub origin: String,
+    /// Index of the event in its request or file, when known.
+    pub request_index: Option<i64>,
+    pub event_source: Option<String>,
+    pub event_id: Option<String>,
+    pub code: String,
+    pub message: String,
+    pub payload: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetterRow {
+    pub id: i64,
+    pub received_at: Millis,
+    #[serde(flatten)]
+    pub dead_letter: NewDeadLetter,
+}
+
+/// For each appended entry, its log sequence number, or `None` when its (source, id) was already
+/// in the log (a duplicate, ignored).
+#[derive(Debug, Clone, Default)]
+pub struct AppendOutcome {
+    pub seqs: Vec<Option<i64>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LoopFilter {
+    pub queue: Option<String>,
+    pub state: Option<String>,
+    pub kind: Option<String>,
+    pub account_id: Option<String>,
+    /// A tag id or dotted prefix.
+    pub tag: Option<String>,
+    pub limit: u32,
+    /// Only loops with a row number below this (pages go from newest to oldest).
+    pub before: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoopPage {
+    pub loops: Vec<LoopRecord>,
+    /// Pass as `before` to get the next page; `None` on the last page.
+    pub next: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoopDetail {
+    pub record: LoopRecord,
+    pub trace: Option<serde_json::Value>,
+    pub history: Vec<HistoryRow>,
+    pub evidence: Vec<EvidenceRow>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct QueueSummary {
+    pub name: String,
+    pub counts: BTreeMap<String, u64>,
+    pub breached: u64,
+    /// Opening time of the oldest loop not yet resolved or closed.
+    pub oldest_open_at: Option<Millis>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AccountView {
+    pub account: Option<Account>,
+    pub open_loops: Vec<LoopRecord>,
+    pub recent_signals: Vec<SignalRow>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PurgeCounts {
+    pub events: u64,
+    pub dead_letters: u64,
+}
+
+/// Everything sigloop stores. Each method is one transaction.
+#[async_trait::async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// Appends entries and dead letters in one durable transaction; returns only after the commit.
+    async fn append(
+        &self,
+        entries: &[AppendEntry],
+        dead_letters: &[NewDeadLetter],
+        received_at: Millis,
+    ) -> Result<AppendOutcome, StorageError>;
+
+    /// Log entries after `after`, in order, at most `limit`.
+    async fn read_log(&self, after: i64, limit: usize) -> Result<Vec<LogEntry>, StorageError>;
+
+    /// The highest sequence number ever appended (0 for an empty log).
+    async fn log_head(&self) -> Result<i64, StorageError>;
+
+    /// The processor's committed state.
+    async fn load_state(&self) -> Result<CoreState, StorageError>;
+
+    /// Commits one batch's effects and the processor's new offset together.
+    async fn commit_batch(&self, effects: &BatchEffects, committed_at: Millis) -> Result<(), StorageError>;
+
+    /// Deletes processed log entries and dead letters received before `cutoff`.
+    async fn purge(&self, cutoff: Millis) -> Result<PurgeCounts, StorageError>;
+
+    async fn queues(&self) -> Result<Vec<QueueSummary>, StorageError>;
+    async fn list_loops(&self, filter: &LoopFilter) -> Result<LoopPage, StorageError>;
+    async fn loop_detail(&self, id: &str) -> Result<Option<LoopDetail>, StorageError>;
+    async fn loop_record(&self, id: &str) -> Result<Option<LoopRecord>, StorageError>;
+    async fn account_view(&self, account_id: &str, signal_limit: u32) -> Result<AccountView, StorageError>;
+    async fn dead_letters(&self, limit: u32, before: Option<i64>) -> Result<Vec<DeadLetterRow>, StorageError>;
+    /// Every loop with its trace, history and evidence, sorted by key and generation.
+    async fn export(&self) -> Result<Vec<LoopDetail>, StorageError>;
+    /// Cheap round trip for readiness.
+    async fn ping(&self) -> Result<(), StorageError>;
+}
+
+/// Cuts `text` to at most `max` bytes on a char boundary.
+pub fn truncate_to(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}

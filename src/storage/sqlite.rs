@@ -1,0 +1,629 @@
+//! The SQLite backend of the embedded mode: WAL journal, `synchronous=FULL` by default.
+//!
+//! Writes go through a pool of one connection, so that appends and batch commits queue for SQLite's
+//! single writer instead of failing with SQLITE_BUSY; reads use a separate pool and see the last
+//! committed state (WAL lets readers run beside the writer). Multi-row statements keep the per-row
+//! cost low: SQLite allows 32,766 bound parameters per statement.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite};
+
+use super::{
+    AccountView, AppendEntry, AppendOutcome, DeadLetterRow, LoopDetail, LoopFilter, LoopPage, NewDeadLetter,
+    PurgeCounts, QueueSummary, Storage, StorageError, MAX_DEAD_LETTER_PAYLOAD,
+};
+use crate::config::settings::Synchronous;
+use crate::detect::RepeatKey;
+use crate::domain::{AccountId, Millis};
+use crate::loops::{EvidenceRow, HistoryRow, LoopRecord, LoopState};
+use crate::pipeline::core::{BatchEffects, CoreState, EntryKind, LogEntry, SignalRow};
+use crate::route::Account;
+
+const PROCESSOR: &str = "processor";
+/// Rows per multi-row statement, well under SQLite's bound-parameter limit for the widest table.
+const ROWS_PER_STATEMENT: usize = 500;
+
+pub struct SqliteStorage {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStorage {
+    /// Opens (creating if missing) the database at `path` and runs the migrations.
+    pub async fn open(path: &Path, synchronous: Synchronous) -> Result<SqliteStorage, StorageError> {
+        let synchronous = match synchronous {
+            Synchronous::Off => SqliteSynchronous::Off,
+            Synchronous::Normal => SqliteSynchronous::Normal,
+            Synchronous::Full => SqliteSynchronous::Full,
+            Synchronous::Extra => SqliteSynchronous::Extra,
+        };
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(synchronous)
+            .busy_timeout(Duration::from_secs(30))
+            .pragma("cache_size", "-65536")
+            .pragma("temp_store", "memory")
+            .disable_statement_logging();
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(SqliteStorage { writer, reader })
+    }
+
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}
+
+fn corrupt(what: &str, error: impl std::fmt::Display) -> StorageError {
+    StorageError::Corrupt(format!("{what}: {error}"))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("storage records serialize")
+}
+
+fn loop_from_row(row: &SqliteRow) -> Result<LoopRecord, StorageError> {
+    let text: String = row.try_get("record")?;
+    serde_json::from_str(&text).map_err(|error| corrupt("loop record", error))
+}
+
+fn history_from_row(row: &SqliteRow) -> Result<HistoryRow, StorageError> {
+    let state = |value: Option<String>| -> Result<Option<LoopState>, StorageError> {
+        value
+            .map(|text| LoopState::parse(&text).ok_or_else(|| corrupt("history state", text)))
+            .transpose()
+    };
+    Ok(HistoryRow {
+        loop_id: row.try_get("loop_id")?,
+        seq: row.try_get::<i64, _>("seq")? as u32,
+        at: row.try_get("at")?,
+        actor: row.try_get("actor")?,
+        action: row.try_get("action")?,
+        from_state: state(row.try_get("from_state")?)?,
+        to_state: state(Some(row.try_get("to_state")?))?.expect("some in, some out"),
+        reason: row.try_get("reason")?,
+    })
+}
+
+fn json_from_row<T: serde::de::DeserializeOwned>(row: &SqliteRow, what: &str) -> Result<T, StorageError> {
+    let text: String = row.try_get("record")?;
+    serde_json::from_str(&text).map_err(|error| corrupt(what, error))
+}
+
+fn insert_dead_letters<'a>(
+    builder: &mut QueryBuilder<'a, Sqlite>,
+    dead_letters: impl IntoIterator<Item = &'a NewDeadLetter>,
+    received_at: Millis,
+) {
+    builder.push(
+        "INSERT INTO dead_letters (received_at, origin, request_index, event_source, event_id, code, message, payload) ",
+    );
+    builder.push_values(dead_letters, |mut row, dead_letter| {
+        row.push_bind(received_at)
+            .push_bind(&dead_letter.origin)
+            .push_bind(dead_letter.request_index)
+            .push_bind(&dead_letter.event_source)
+            .push_bind(&dead_letter.event_id)
+            .push_bind(&dead_letter.code)
+            .push_bind(&dead_letter.message)
+            .push_bind(super::truncate_to(&dead_letter.payload, MAX_DEAD_LETTER_PAYLOAD));
+    });
+}
+
+#[async_trait::async_trait]
+impl Storage for SqliteStorage {
+    async fn append(
+        &self,
+        entries: &[AppendEntry],
+        dead_letters: &[NewDeadLetter],
+        received_at: Millis,
+    ) -> Result<AppendOutcome, StorageError> {
+        let mut outcome = AppendOutcome {
+            seqs: vec![None; entries.len()],
+        };
+        // A (source, id) repeated inside the request is a duplicate of its first occurrence: only the
+        // first is offered to the database, which refuses ids it already holds.
+        let mut first_index: HashMap<(&str, &str), usize> = HashMap::with_capacity(entries.len());
+        let mut offered = Vec::with_capacity(entries.len());
+        for (index, entry) in entries.iter().enumerate() {
+            if let std::collections::hash_map::Entry::Vacant(slot) =
+                first_index.entry((entry.source.as_str(), entry.id.as_str()))
+            {
+                slot.insert(index);
+                offered.push(entry);
+            }
+        }
+        let mut transaction = self.writer.begin().await?;
+        for chunk in offered.chunks(ROWS_PER_STATEMENT) {
+            let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO event_log (kind, source, id, event_type, event_time, received_at, payload) ",
+            );
+            builder.push_values(chunk, |mut row, entry| {
+                row.push_bind(entry.kind.as_str())
+                    .push_bind(&entry.source)
+                    .push_bind(&entry.id)
+                    .push_bind(&entry.event_type)
+                    .push_bind(entry.event_time)
+                    .push_bind(received_at)
+                    .push_bind(&entry.payload);
+            });
+            builder.push(" ON CONFLICT (source, id) DO NOTHING RETURNING seq, source, id");
+            let rows = builder.build().fetch_all(&mut *transaction).await?;
+            for row in rows {
+                let seq: i64 = row.try_get(0)?;
+                let source: &str = row.try_get(1)?;
+                let id: &str = row.try_get(2)?;
+                if let Some(index) = first_index.get(&(source, id)) {
+                    outcome.seqs[*index] = Some(seq);
+                }
+            }
+        }
+        for chunk in dead_letters.chunks(ROWS_PER_STATEMENT) {
+            let mut builder = QueryBuilder::new("");
+            insert_dead_letters(&mut builder, chunk, received_at);
+            builder.build().execute(&mut *transaction).await?;
+        }
+        transaction.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn read_log(&self, after: i64, limit: usize) -> Result<Vec<LogEntry>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT seq, kind, source, id, payload FROM event_log WHERE seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let kind: &str = row.try_get("kind")?;
+                Ok(LogEntry {
+                    seq: row.try_get("seq")?,
+                    kind: match kind {
+                        "action" => EntryKind::Action,
+                        _ => EntryKind::Event,
+                    },
+                    source: row.try_get("source")?,
+                    id: row.try_get("id")?,
+                    payload: row.try_get("payload")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn log_head(&self) -> Result<i64, StorageError> {
+        let head: Option<i64> = sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'event_log'")
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(head.unwrap_or(0))
+    }
+
+    async fn load_state(&self) -> Result<CoreState, StorageError> {
+        let mut state = CoreState::default();
+        if let Some(row) = sqlx::query("SELECT offset_seq, clock FROM processor_state WHERE name = ?")
+            .bind(PROCESSOR)
+            .fetch_optional(&self.writer)
+            .await?
+        {
+            state.offset = row.try_get("offset_seq")?;
+            state.clock = row.try_get("clock")?;
+        }
+        for row in sqlx::query("SELECT record FROM accounts").fetch_all(&self.writer).await? {
+            let account: Account = json_from_row(&row, "account")?;
+            state.accounts.insert(account.account_id.clone(), account);
+        }
+        for row in sqlx::query("SELECT record FROM loops").fetch_all(&self.writer).await? {
+            state.insert_loop(loop_from_row(&row)?);
+        }
+        for row in sqlx::query("SELECT account_id, tag, times FROM repeat_windows")
+            .fetch_all(&self.writer)
+            .await?
+        {
+            let account_id: String = row.try_get("account_id")?;
+            let account_id = AccountId::parse(&account_id).map_err(|error| corrupt("repeat window", error))?;
+            let times: String = row.try_get("times")?;
+            let times: Vec<Millis> = serde_json::from_str(&times).map_err(|error| corrupt("repeat window", error))?;
+            state
+                .detectors
+                .repeat_tickets
+                .insert((account_id, row.try_get("tag")?), times);
+        }
+        for row in sqlx::query("SELECT team, cursor FROM round_robin").fetch_all(&self.writer).await? {
+            let cursor: i64 = row.try_get("cursor")?;
+            state.router.round_robin.insert(row.try_get("team")?, cursor as u64);
+        }
+        Ok(state)
+    }
+
+    async fn commit_batch(&self, effects: &BatchEffects, committed_at: Millis) -> Result<(), StorageError> {
+        let mut transaction = self.writer.begin().await?;
+        let accounts: Vec<&Account> = effects.accounts.values().collect();
+        for chunk in accounts.chunks(ROWS_PER_STATEMENT) {
+            let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new("INSERT INTO accounts (account_id, record) ");
+            builder.push_values(chunk, |mut row, account| {
+                row.push_bind(account.account_id.as_str()).push_bind(to_json(account));
+            });
+            builder.push(" ON CONFLICT (account_id) DO UPDATE SET record = excluded.record");
+            builder.build().execute(&mut *transaction).await?;
+        }
+        let traces: HashMap<&str, &str> = effects
+            .traces
+            .iter()
+            .map(|(id, trace)| (id.as_str(), trace.as_str()))
+            .collect();
+        let loops: Vec<&LoopRecord> = effects.loops.values().collect();
+        for chunk in loops.chunks(ROWS_PER_STATEMENT) {
+            let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO loops (id, key, generation, kind, account_id, tag, queue, owner, state, priority, \
+                 breached, opened_at, updated_at, record, trace) ",
+            );
+            builder.push_values(chunk, |mut row, record| {
+                row.push_bind(&record.id)
+                    .push_bind(&record.key)
+                    .push_bind(i64::from(record.generation))
+                    .push_bind(record.kind.as_str())
+                    .push_bind(&record.account_id)
+                    .push_bind(&record.tag)
+                    .push_bind(&record.queue)
+                    .push_bind(&record.owner)
+                    .push_bind(record.state.as_str())
+                    .push_bind(i64::from(record.priority))
+                    .push_bind(record.breached)
+                    .push_bind(record.opened_at)
+                    .push_bind(record.updated_at)
+                    .push_bind(to_json(record))
+                    .push_bind(traces.get(record.id.as_str()).copied());
+            });
+            builder.push(
+                " ON CONFLICT (id) DO UPDATE SET queue = excluded.queue, owner = excluded.owner, \
+                 state = excluded.state, priority = excluded.priority, breached = excluded.breached, \
+                 updated_at = excluded.updated_at, record = excluded.record, \
+                 trace = COALESCE(excluded.trace, loops.trace)",
+            );
+            builder.build().execute(&mut *transaction).await?;
+        }
+        // The durability tests kill the process here: half a batch written, nothing committed.
+        crate::failpoint::hit("mid_commit");
+        for chunk in effects.history.chunks(ROWS_PER_STATEMENT) {
+            let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO loop_history (loop_id, seq, at, actor, action, from_state, to_state, reason) ",
+            );
+            builder.push_values(chunk, |mut row, history| {
+                row.push_bind(&history.loop_id)
+                    .push_bind(i64::from(history.seq))
+                    .push_bind(history.at)
+                    .push_bind(&history.actor)
+                    .push_bind(&history.action)
+                    .push_bind(history.from_state.map(LoopState::as_str))
+                    .push_bind(history.to_state.as_str())
+                    .push_bind(&history.reason);
+            });
+            builder.build().execute(&mut *transaction).await?;
+        }
+        for chunk in effects.evidence.chunks(ROWS_PER_STATEMENT) {
+            let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new("INSERT INTO loop_evidence (loop_id, record) ");
+            builder.push_values(chunk, |mut row, evidence| {
+                row.push_bind(&evidence.loop_id).push_bind(to_json(evidence));
+            });
+            builder.build().execute(&mut *transaction).await?;
+        }
+        for chunk in effects.signals.chunks(ROWS_PER_STATEMENT) {
+            let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new("INSERT INTO signals (account_id, time, record) ");
+            builder.push_values(chunk, |mut row, signal| {
+                row.push_bind(&signal.account_id)
+                    .push_bind(signal.time)
+                    .push_bind(to_json(signal));
+            });
+            builder.build().execute(&mut *transaction).await?;
+        }
+        let windows: Vec<(&RepeatKey, &Vec<Millis>)> = effects.repeat_windows.iter().collect();
+        for chunk in windows.chunks(ROWS_PER_STATEMENT) {
+            let mut builder: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO repeat_windows (account_id, tag, times) ");
+            builder.push_values(chunk, |mut row, ((account_id, tag), times)| {
+                row.push_bind(account_id.as_str()).push_bind(tag).push_bind(to_json(times));
+            });
+            builder.push(" ON CONFLICT (account_id, tag) DO UPDATE SET times = excluded.times");
+            builder.build().execute(&mut *transaction).await?;
+        }
+        for (team, cursor) in &effects.round_robin {
+            sqlx::query(
+                "INSERT INTO round_robin (team, cursor) VALUES (?, ?) \
+                 ON CONFLICT (team) DO UPDATE SET cursor = excluded.cursor",
+            )
+            .bind(team)
+            .bind(*cursor as i64)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        let failed: Vec<NewDeadLetter> = effects
+            .failed
+            .iter()
+            .map(|entry| NewDeadLetter {
+                origin: "processor".to_owned(),
+                request_index: Some(entry.seq),
+                event_source: Some(entry.source.clone()),
+                event_id: Some(entry.id.clone()),
+                code: entry.rejection.code.as_str().to_owned(),
+                message: entry.rejection.message.clone(),
+                payload: entry.payload.clone(),
+            })
+            .collect();
+        for chunk in failed.chunks(ROWS_PER_STATEMENT) {
+            let mut builder = QueryBuilder::new("");
+            insert_dead_letters(&mut builder, chunk, committed_at);
+            builder.build().execute(&mut *transaction).await?;
+        }
+        sqlx::query(
+            "INSERT INTO processor_state (name, offset_seq, clock) VALUES (?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET offset_seq = excluded.offset_seq, clock = excluded.clock",
+        )
+        .bind(PROCESSOR)
+        .bind(effects.offset)
+        .bind(effects.clock)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn purge(&self, cutoff: Millis) -> Result<PurgeCounts, StorageError> {
+        let mut transaction = self.writer.begin().await?;
+        let offset: i64 = sqlx::query_scalar("SELECT offset_seq FROM processor_state WHERE name = ?")
+            .bind(PROCESSOR)
+            .fetch_optional(&mut *transaction)
+            .await?
+            .unwrap_or(0);
+        let events = sqlx::query("DELETE FROM event_log WHERE seq <= ? AND received_at < ?")
+            .bind(offset)
+            .bind(cutoff)
+            .execute(&mut *transaction)
+            .await?
+            .rows_affected();
+        let dead_letters = sqlx::query("DELETE FROM dead_letters WHERE received_at < ?")
+            .bind(cutoff)
+            .execute(&mut *transaction)
+            .await?
+            .rows_affected();
+        transaction.commit().await?;
+        Ok(PurgeCounts { events, dead_letters })
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueSummary>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT queue, state, COUNT(*) AS loops, SUM(breached) AS breached, \
+             MIN(CASE WHEN state IN ('open', 'acknowledged', 'in_progress', 'reopened') THEN opened_at END) AS oldest \
+             FROM loops GROUP BY queue, state ORDER BY queue, state",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        let mut summaries: Vec<QueueSummary> = Vec::new();
+        for row in rows {
+            let queue: String = row.try_get("queue")?;
+            if summaries.last().is_none_or(|last| last.name != queue) {
+                summaries.push(QueueSummary {
+                    name: queue,
+                    ..QueueSummary::default()
+                });
+            }
+            let summary = summaries.last_mut().expect("just pushed");
+            let state: String = row.try_get("state")?;
+            let loops: i64 = row.try_get("loops")?;
+            summary.counts.insert(state, loops as u64);
+            summary.breached += row.try_get::<Option<i64>, _>("breached")?.unwrap_or(0) as u64;
+            if let Some(oldest) = row.try_get::<Option<i64>, _>("oldest")? {
+                summary.oldest_open_at = Some(summary.oldest_open_at.map_or(oldest, |known| known.min(oldest)));
+            }
+        }
+        Ok(summaries)
+    }
+
+    async fn list_loops(&self, filter: &LoopFilter) -> Result<LoopPage, StorageError> {
+        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT rowid, record FROM loops WHERE 1 = 1");
+        if let Some(queue) = &filter.queue {
+            builder.push(" AND queue = ").push_bind(queue);
+        }
+        if let Some(state) = &filter.state {
+            builder.push(" AND state = ").push_bind(state);
+        }
+        if let Some(kind) = &filter.kind {
+            builder.push(" AND kind = ").push_bind(kind);
+        }
+        if let Some(account_id) = &filter.account_id {
+            builder.push(" AND account_id = ").push_bind(account_id);
+        }
+        if let Some(tag) = &filter.tag {
+            let escaped = tag.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            builder
+                .push(" AND (tag = ")
+                .push_bind(tag)
+                .push(" OR tag LIKE ")
+                .push_bind(format!("{escaped}.%"))
+                .push(" ESCAPE '\\')");
+        }
+        if let Some(before) = filter.before {
+            builder.push(" AND rowid < ").push_bind(before);
+        }
+        builder
+            .push(" ORDER BY rowid DESC LIMIT ")
+            .push_bind(i64::from(filter.limit) + 1);
+        let rows = builder.build().fetch_all(&self.reader).await?;
+        let mut loops = Vec::with_capacity(rows.len());
+        let mut last_rowid = None;
+        for row in rows.iter().take(filter.limit as usize) {
+            loops.push(loop_from_row(row)?);
+            last_rowid = Some(row.try_get::<i64, _>("rowid")?);
+        }
+        let next = if rows.len() > filter.limit as usize { last_rowid } else { None };
+        Ok(LoopPage { loops, next })
+    }
+
+    async fn loop_detail(&self, id: &str) -> Result<Option<LoopDetail>, StorageError> {
+        let Some(row) = sqlx::query("SELECT record, trace FROM loops WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let record = loop_from_row(&row)?;
+        let trace: Option<String> = row.try_get("trace")?;
+        let trace = trace
+            .map(|text| serde_json::from_str(&text).map_err(|error| corrupt("trace", error)))
+            .transpose()?;
+        let history = sqlx::query("SELECT * FROM loop_history WHERE loop_id = ? ORDER BY seq")
+            .bind(id)
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(history_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let evidence = sqlx::query("SELECT record FROM loop_evidence WHERE loop_id = ? ORDER BY ordinal")
+            .bind(id)
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(|row| json_from_row::<EvidenceRow>(row, "evidence"))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(LoopDetail {
+            record,
+            trace,
+            history,
+            evidence,
+        }))
+    }
+
+    async fn loop_record(&self, id: &str) -> Result<Option<LoopRecord>, StorageError> {
+        sqlx::query("SELECT record FROM loops WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(loop_from_row)
+            .transpose()
+    }
+
+    async fn account_view(&self, account_id: &str, signal_limit: u32) -> Result<AccountView, StorageError> {
+        let account = sqlx::query("SELECT record FROM accounts WHERE account_id = ?")
+            .bind(account_id)
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(|row| json_from_row::<Account>(row, "account"))
+            .transpose()?;
+        let open_loops = sqlx::query(
+            "SELECT record FROM loops WHERE account_id = ? AND state <> 'closed' ORDER BY priority, opened_at",
+        )
+        .bind(account_id)
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(loop_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+        let recent_signals = sqlx::query(
+            "SELECT record FROM signals WHERE account_id = ? ORDER BY time DESC, ordinal DESC LIMIT ?",
+        )
+        .bind(account_id)
+        .bind(i64::from(signal_limit))
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(|row| json_from_row::<SignalRow>(row, "signal"))
+        .collect::<Result<Vec<_>, _>>()?;
+        Ok(AccountView {
+            account,
+            open_loops,
+            recent_signals,
+        })
+    }
+
+    async fn dead_letters(&self, limit: u32, before: Option<i64>) -> Result<Vec<DeadLetterRow>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT * FROM dead_letters WHERE id < ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DeadLetterRow {
+                    id: row.try_get("id")?,
+                    received_at: row.try_get("received_at")?,
+                    dead_letter: NewDeadLetter {
+                        origin: row.try_get("origin")?,
+                        request_index: row.try_get("request_index")?,
+                        event_source: row.try_get("event_source")?,
+                        event_id: row.try_get("event_id")?,
+                        code: row.try_get("code")?,
+                        message: row.try_get("message")?,
+                        payload: row.try_get("payload")?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn export(&self) -> Result<Vec<LoopDetail>, StorageError> {
+        let mut history: HashMap<String, Vec<HistoryRow>> = HashMap::new();
+        for row in sqlx::query("SELECT * FROM loop_history ORDER BY loop_id, seq")
+            .fetch_all(&self.reader)
+            .await?
+        {
+            let entry = history_from_row(&row)?;
+            history.entry(entry.loop_id.clone()).or_default().push(entry);
+        }
+        let mut evidence: HashMap<String, Vec<EvidenceRow>> = HashMap::new();
+        for row in sqlx::query("SELECT record FROM loop_evidence ORDER BY ordinal")
+            .fetch_all(&self.reader)
+            .await?
+        {
+            let entry: EvidenceRow = json_from_row(&row, "evidence")?;
+            evidence.entry(entry.loop_id.clone()).or_default().push(entry);
+        }
+        let rows = sqlx::query("SELECT record, trace FROM loops ORDER BY key, generation")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let record = loop_from_row(row)?;
+                let trace: Option<String> = row.try_get("trace")?;
+                let trace = trace
+                    .map(|text| serde_json::from_str(&text).map_err(|error| corrupt("trace", error)))
+                    .transpose()?;
+                Ok(LoopDetail {
+                    history: history.remove(&record.id).unwrap_or_default(),
+                    evidence: evidence.remove(&record.id).unwrap_or_default(),
+                    record,
+                    trace,
+                })
+            })
+            .collect()
+    }
+
+    async fn ping(&self) -> Result<(), StorageError> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+}

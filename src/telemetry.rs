@@ -1,0 +1,141 @@
+//! Metrics, defined once, with labels from bounded sets (event type, transport, rejection code, tag,
+//! detector, queue, outcome: never an account id), and the tracing subscriber.
+
+use prometheus::{
+    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+use crate::config::settings::{LogFormat, LogSettings};
+
+/// Every metric sigloop exports. Each application owns its registry, so tests can run several.
+pub struct Metrics {
+    pub registry: Registry,
+    pub events_in: IntCounterVec,
+    pub events_rejected: IntCounterVec,
+    pub events_duplicate: IntCounter,
+    pub tags_applied: IntCounterVec,
+    pub signals: IntCounterVec,
+    pub loops: IntCounterVec,
+    pub sla_breaches: IntCounterVec,
+    pub consumer_lag: IntGauge,
+    pub processed_offset: IntGauge,
+    pub batch_size: Histogram,
+    pub batch_commit_seconds: Histogram,
+    pub append_seconds: Histogram,
+    pub event_to_loop_seconds: Histogram,
+    pub purged: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("metric definitions are valid");
+            registry.register(Box::new(metric.clone())).expect("metric names are unique");
+            metric
+        };
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            let metric = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                .expect("metric definitions are valid");
+            registry.register(Box::new(metric.clone())).expect("metric names are unique");
+            metric
+        };
+        let gauge = |name: &str, help: &str| {
+            let metric = IntGauge::new(name, help).expect("metric definitions are valid");
+            registry.register(Box::new(metric.clone())).expect("metric names are unique");
+            metric
+        };
+        let events_duplicate = IntCounter::new(
+            "sigloop_events_duplicate_total",
+            "Events accepted and ignored because their (source, id) was already logged.",
+        )
+        .expect("metric definitions are valid");
+        registry
+            .register(Box::new(events_duplicate.clone()))
+            .expect("metric names are unique");
+        Metrics {
+            events_in: counter_vec(
+                "sigloop_events_in_total",
+                "Events accepted into the log, by event type and transport (http, file, demo).",
+                &["type", "transport"],
+            ),
+            events_rejected: counter_vec(
+                "sigloop_events_rejected_total",
+                "Events rejected, by rejection code; each also has a dead-letter row.",
+                &["code"],
+            ),
+            events_duplicate,
+            tags_applied: counter_vec(
+                "sigloop_tags_applied_total",
+                "Taxonomy tags matched on processed events.",
+                &["tag"],
+            ),
+            signals: counter_vec("sigloop_signals_total", "Signals raised, by detector.", &["detector"]),
+            loops: counter_vec(
+                "sigloop_loops_total",
+                "Loop changes by queue and outcome (opened, joined, reopened, closed).",
+                &["queue", "outcome"],
+            ),
+            sla_breaches: counter_vec("sigloop_sla_breaches_total", "SLA breaches, by queue.", &["queue"]),
+            consumer_lag: gauge(
+                "sigloop_consumer_lag",
+                "Log entries appended but not yet committed by the processor.",
+            ),
+            processed_offset: gauge(
+                "sigloop_processed_offset",
+                "The log sequence number the processor has committed.",
+            ),
+            batch_size: histogram(
+                "sigloop_batch_size",
+                "Log entries per processor batch.",
+                exponential_buckets(1.0, 4.0, 8).expect("valid buckets"),
+            ),
+            batch_commit_seconds: histogram(
+                "sigloop_batch_commit_seconds",
+                "Time to commit one processor batch (effects and offset in one transaction).",
+                exponential_buckets(0.0005, 2.0, 14).expect("valid buckets"),
+            ),
+            append_seconds: histogram(
+                "sigloop_log_append_seconds",
+                "Time to append one request's events to the durable log.",
+                exponential_buckets(0.0005, 2.0, 14).expect("valid buckets"),
+            ),
+            event_to_loop_seconds: histogram(
+                "sigloop_event_to_loop_seconds",
+                "From event time to the loop change it caused, on the processor's clock.",
+                exponential_buckets(0.01, 4.0, 12).expect("valid buckets"),
+            ),
+            purged: counter_vec(
+                "sigloop_purged_total",
+                "Rows purged after the retention period, by table (events, dead_letters).",
+                &["table"],
+            ),
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let encoder = prometheus::TextEncoder::new();
+        encoder
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|error| format!("# failed to encode metrics: {error}\n"))
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Installs the global tracing subscriber once; later calls (tests) do nothing.
+pub fn init_tracing(settings: &LogSettings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match settings.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}

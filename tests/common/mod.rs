@@ -1,0 +1,290 @@
+//! Test helpers: the real application on port 0 with a fresh SQLite database per test, spoken to over
+//! HTTP; and the real binary as a child process for restarts and crashes.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sigloop::app::Application;
+use sigloop::config::Config;
+use tokio_util::sync::CancellationToken;
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub db_path: PathBuf,
+    pub directory: tempfile::TempDir,
+    shutdown: CancellationToken,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// The embedded configuration with test overrides (`SIGLOOP__...` style pairs).
+pub fn config_with(db_path: &Path, overrides: &[(&str, &str)]) -> Config {
+    let mut env: Vec<(String, String)> = vec![
+        ("SIGLOOP__SERVER__LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+        ("SIGLOOP__PROCESSOR__BATCH_MILLIS".to_owned(), "5".to_owned()),
+    ];
+    env.extend(overrides.iter().map(|(key, value)| ((*key).to_owned(), (*value).to_owned())));
+    let mut config =
+        Config::parse(&sigloop::config::ConfigSources::embedded(), env.into_iter()).expect("test config is valid");
+    config.settings.storage.path = db_path.to_owned();
+    config
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        TestApp::spawn_with(&[]).await
+    }
+
+    pub async fn spawn_with(overrides: &[(&str, &str)]) -> TestApp {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let db_path = directory.path().join("sigloop.db");
+        TestApp::spawn_on(directory, db_path, overrides).await
+    }
+
+    pub async fn spawn_on(directory: tempfile::TempDir, db_path: PathBuf, overrides: &[(&str, &str)]) -> TestApp {
+        let application = Application::build(config_with(&db_path, overrides))
+            .await
+            .expect("the application builds");
+        let address = format!("http://127.0.0.1:{}", application.port());
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(application.run_until_stopped(shutdown.clone()));
+        TestApp {
+            address,
+            client: reqwest::Client::new(),
+            db_path,
+            directory,
+            shutdown,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops the application gracefully and hands back its directory, to restart on the same file.
+    pub async fn stop(mut self) -> (tempfile::TempDir, PathBuf) {
+        self.shutdown.cancel();
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("the app task joins").expect("the app stops cleanly");
+        }
+        (self.directory, self.db_path)
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .json(body)
+            .send()
+            .await
+            .expect("request is sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request is sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Posts events and waits until they are processed.
+    pub async fn ingest(&self, events: &[Value]) -> Value {
+        let (status, body) = self.post_json("/v1/events?wait=true", &json!(events)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["processed"], true, "{body}");
+        body
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request is sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request is sent");
+        (response.status().as_u16(), response.text().await.unwrap_or_default())
+    }
+
+    pub async fn action(&self, loop_id: &str, body: Value) -> (u16, Value) {
+        self.post_json(&format!("/v1/loops/{loop_id}/actions"), &body).await
+    }
+
+    pub async fn loops(&self, query: &str) -> Vec<Value> {
+        let (status, body) = self.get(&format!("/v1/loops?{query}")).await;
+        assert_eq!(status, 200, "{body}");
+        body["loops"].as_array().expect("loops array").clone()
+    }
+}
+
+/// 2026-03-02T09:00:00Z plus `minutes`.
+pub fn time(minutes: i64) -> String {
+    let base = chrono::DateTime::parse_from_rfc3339("2026-03-02T09:00:00Z").unwrap();
+    (base + chrono::Duration::minutes(minutes)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+pub fn event(event_type: &str, id: &str, minutes: i64, data: Value) -> Value {
+    json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": "test-suite",
+        "type": event_type,
+        "time": time(minutes),
+        "data": data,
+    })
+}
+
+pub fn account(account_id: &str, tier: &str, csm: Option<&str>) -> Value {
+    let mut data = json!({
+        "account_id": account_id,
+        "name": format!("{account_id} Inc"),
+        "tier": tier,
+        "arr": 120000,
+        "region": "emea",
+        "segment": "saas",
+        "lifecycle_stage": "adoption",
+        "started_at": "2025-06-01T00:00:00Z",
+    });
+    if let Some(csm) = csm {
+        data["csm"] = json!(csm);
+    }
+    event("account.upserted", &format!("account-{account_id}"), 0, data)
+}
+
+pub fn nps(id: &str, account_id: &str, score: u8, minutes: i64, comment: Option<&str>) -> Value {
+    let mut data = json!({"response_id": format!("r-{id}"), "account_id": account_id, "kind": "nps", "score": score});
+    if let Some(comment) = comment {
+        data["comment"] = json!(comment);
+    }
+    event("survey.responded", id, minutes, data)
+}
+
+pub fn ticket(id: &str, account_id: &str, minutes: i64, subject: &str, priority: &str) -> Value {
+    event(
+        "ticket.opened",
+        id,
+        minutes,
+        json!({
+            "ticket_id": format!("T-{id}"),
+            "account_id": account_id,
+            "subject": subject,
+            "body": subject,
+            "priority": priority,
+            "channel": "email",
+        }),
+    )
+}
+
+/// The sigloop binary, built by cargo for these tests (with the failpoints feature).
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_sigloop")
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}
+
+/// `sigloop serve` as a child process.
+pub struct ServerProcess {
+    pub child: Child,
+    pub address: String,
+}
+
+impl ServerProcess {
+    pub fn start(db_path: &Path, env: &[(&str, &str)]) -> ServerProcess {
+        let port = free_port();
+        let mut command = Command::new(binary());
+        command
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--db"])
+            .arg(db_path)
+            .env("SIGLOOP__LOG__LEVEL", "warn")
+            .env_remove("SIGLOOP_FAILPOINT")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("the server starts");
+        ServerProcess {
+            child,
+            address: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    pub async fn wait_until_healthy(&mut self) {
+        let client = reqwest::Client::new();
+        let started = Instant::now();
+        loop {
+            if let Ok(response) = client.get(format!("{}/healthz", self.address)).send().await {
+                if response.status().is_success() {
+                    return;
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the server exited before it was healthy: {status}");
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "the server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for the process to die (a failpoint kills it) and returns how it ended.
+    pub async fn wait_for_exit(&mut self) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait works") {
+                return status;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "the server did not die at its failpoint");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub fn terminate(mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `sigloop export --db PATH` and returns its standard output.
+pub fn export(db_path: &Path) -> String {
+    let output = Command::new(binary())
+        .args(["export", "--db"])
+        .arg(db_path)
+        .env("SIGLOOP__LOG__LEVEL", "warn")
+        .output()
+        .expect("export runs");
+    assert!(output.status.success(), "export failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).expect("export is UTF-8")
+}
