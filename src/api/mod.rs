@@ -64,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(get_metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .with_state(state)
@@ -80,6 +81,32 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 
 async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".to_owned())
+}
+
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(json!({"error": {"code": "method_not_allowed", "message": "this route does not take that method"}})),
+    )
+        .into_response()
+}
+
+/// `Query` whose parse failures answer with the API's JSON error instead of axum's plain text.
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(ApiQuery(value)),
+            Err(rejection) => Err(ApiError::bad_request("invalid_parameter", rejection.body_text())),
+        }
+    }
 }
 
 /// Reads the body up to `limit` bytes; more is `too_large`.
@@ -99,7 +126,7 @@ struct EventsQuery {
 
 async fn post_events(
     State(state): State<AppState>,
-    Query(query): Query<EventsQuery>,
+    ApiQuery(query): ApiQuery<EventsQuery>,
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, ApiError> {
@@ -218,7 +245,7 @@ struct LoopsQuery {
     cursor: Option<String>,
 }
 
-async fn get_loops(State(state): State<AppState>, Query(query): Query<LoopsQuery>) -> Result<Json<Value>, ApiError> {
+async fn get_loops(State(state): State<AppState>, ApiQuery(query): ApiQuery<LoopsQuery>) -> Result<Json<Value>, ApiError> {
     if let Some(value) = &query.state {
         if LoopState::parse(value).is_none() {
             return Err(ApiError::bad_request(
@@ -428,7 +455,7 @@ struct DeadLettersQuery {
 
 async fn get_dead_letters(
     State(state): State<AppState>,
-    Query(query): Query<DeadLettersQuery>,
+    ApiQuery(query): ApiQuery<DeadLettersQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {

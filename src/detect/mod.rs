@@ -27,6 +27,7 @@ pub struct Signal {
     /// The tag of the loop key: the primary tag, else the detector's own tag.
     pub key_tag: String,
     /// Event time.
+    #[serde(serialize_with = "crate::domain::serialize_millis")]
     pub time: Millis,
     /// Why the detector fired, as a sentence with the figures.
     pub reason: String,

@@ -398,6 +398,11 @@ pub fn format_millis(millis: Millis) -> String {
     }
 }
 
+/// Serde helper: a millisecond timestamp as RFC 3339 text.
+pub fn serialize_millis<S: serde::Serializer>(millis: &Millis, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format_millis(*millis))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -219,7 +219,8 @@ pub struct ExplainedSignal {
     pub loop_id: String,
     pub queue: String,
     pub owner: String,
-    pub priority: u8,
+    /// `P1` (most urgent) to `P4`.
+    pub priority: String,
     /// The routing decision, for a signal that would open a loop.
     pub route: Option<RouteDecision>,
     pub sla: Option<SlaTrace>,
@@ -623,7 +624,7 @@ impl Core {
                     loop_id: id.clone(),
                     queue: queue.clone(),
                     owner: owner.clone(),
-                    priority,
+                    priority: format!("P{priority}"),
                     route: None,
                     sla: None,
                     signal,
@@ -645,7 +646,7 @@ impl Core {
                             loop_id: id,
                             queue: decision.queue.clone(),
                             owner: decision.owner.clone(),
-                            priority,
+                            priority: format!("P{priority}"),
                             route: Some(decision),
                             sla,
                             signal,
@@ -659,7 +660,7 @@ impl Core {
                             loop_id: id.clone(),
                             queue: record.queue.clone(),
                             owner: record.owner.clone(),
-                            priority: priority.min(record.priority),
+                            priority: format!("P{}", priority.min(record.priority)),
                             route: None,
                             sla: record
                                 .sla_policy

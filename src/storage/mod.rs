@@ -134,7 +134,7 @@ pub trait Storage: Send + Sync + 'static {
     /// Log entries after `after`, in order, at most `limit`.
     async fn read_log(&self, after: i64, limit: usize) -> Result<Vec<LogEntry>, StorageError>;
 
-    /// The highest sequence number ever appended (0 for an empty log).
+    /// The highest sequence number in the log (0 for an empty log).
     async fn log_head(&self) -> Result<i64, StorageError>;
 
     /// The processor's committed state.

@@ -213,10 +213,12 @@ impl Storage for SqliteStorage {
     }
 
     async fn log_head(&self) -> Result<i64, StorageError> {
-        let head: Option<i64> = sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'event_log'")
-            .fetch_optional(&self.reader)
+        // Not sqlite_sequence: a refused duplicate still advances it. An empty log (all purged) means
+        // everything appended was processed, so 0 is a safe answer.
+        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM event_log")
+            .fetch_one(&self.reader)
             .await?;
-        Ok(head.unwrap_or(0))
+        Ok(head)
     }
 
     async fn load_state(&self) -> Result<CoreState, StorageError> {
