@@ -28,7 +28,8 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
-        let core = Core::new(&config).map_err(|problems| crate::config::ConfigError { problems })?;
+        let core =
+            Core::new(&config).map_err(|problems| crate::config::ConfigError { problems })?;
         let path: PathBuf = config.settings.storage.path.clone();
         let sqlite = Arc::new(
             SqliteStorage::open(&path, config.settings.storage.synchronous)
@@ -36,7 +37,10 @@ impl Application {
                 .with_context(|| format!("Failed to open the database {}", path.display()))?,
         );
         let storage: Arc<dyn Storage> = sqlite.clone();
-        let core_state = storage.load_state().await.context("Failed to load the committed state")?;
+        let core_state = storage
+            .load_state()
+            .await
+            .context("Failed to load the committed state")?;
         let offset = core_state.offset;
         let listener = TcpListener::bind(&config.settings.server.listen)
             .await
@@ -84,7 +88,10 @@ impl Application {
     }
 
     pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|address| address.port()).unwrap_or(0)
+        self.listener
+            .local_addr()
+            .map(|address| address.port())
+            .unwrap_or(0)
     }
 
     pub fn state(&self) -> &AppState {
@@ -100,7 +107,9 @@ impl Application {
             processor,
             sqlite,
         } = self;
-        let address = listener.local_addr().context("Failed to read the listening address")?;
+        let address = listener
+            .local_addr()
+            .context("Failed to read the listening address")?;
         tracing::info!(%address, config_version = %state.inner.config.version, "sigloop is listening.");
         let processor_task = tokio::spawn(processor.run(shutdown.child_token()));
         let purge_task = tokio::spawn(purge_loop(state.clone(), shutdown.child_token()));
@@ -127,7 +136,12 @@ async fn purge_loop(state: AppState, shutdown: CancellationToken) {
     loop {
         match state.inner.storage.purge(now_millis() - retention).await {
             Ok(counts) => {
-                state.inner.metrics.purged.with_label_values(&["events"]).inc_by(counts.events);
+                state
+                    .inner
+                    .metrics
+                    .purged
+                    .with_label_values(&["events"])
+                    .inc_by(counts.events);
                 state
                     .inner
                     .metrics
@@ -135,7 +149,11 @@ async fn purge_loop(state: AppState, shutdown: CancellationToken) {
                     .with_label_values(&["dead_letters"])
                     .inc_by(counts.dead_letters);
                 if counts.events + counts.dead_letters > 0 {
-                    tracing::info!(events = counts.events, dead_letters = counts.dead_letters, "Purged rows past the retention period.");
+                    tracing::info!(
+                        events = counts.events,
+                        dead_letters = counts.dead_letters,
+                        "Purged rows past the retention period."
+                    );
                 }
             }
             Err(error) => tracing::error!(error = %error, "Failed to purge old rows."),
@@ -151,8 +169,9 @@ async fn purge_loop(state: AppState, shutdown: CancellationToken) {
 pub fn shutdown_on_signals(token: CancellationToken) {
     tokio::spawn(async move {
         let ctrl_c = tokio::signal::ctrl_c();
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler installs");
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM handler installs");
         tokio::select! {
             _ = ctrl_c => {}
             _ = terminate.recv() => {}

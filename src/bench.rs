@@ -90,7 +90,9 @@ async fn end_to_end(args: &BenchArgs, lines: &[String]) -> anyhow::Result<()> {
         .spawn()
         .context("Failed to start the sigloop server")?;
     let pid = child.id().context("the server has a pid")?;
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.connections * 2).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.connections * 2)
+        .build()?;
     let ready = Instant::now();
     while client.get(format!("{base}/healthz")).send().await.is_err() {
         if ready.elapsed() > Duration::from_secs(30) {
@@ -205,7 +207,10 @@ async fn end_to_end(args: &BenchArgs, lines: &[String]) -> anyhow::Result<()> {
         percentile(&latencies, 0.99) * 1000.0
     );
     match peak_rss {
-        Some(kib) => println!("  server peak RSS:               {:.0} MB", kib as f64 / 1024.0),
+        Some(kib) => println!(
+            "  server peak RSS:               {:.0} MB",
+            kib as f64 / 1024.0
+        ),
         None => println!("  server peak RSS:               unavailable"),
     }
     Ok(())
@@ -257,7 +262,10 @@ fn stages(lines: &[String]) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut loop_rows = 0usize;
     for batch in entries.chunks(1000) {
-        loop_rows += core.process_batch(&mut state, batch, BatchClock::EventTime).loops.len();
+        loop_rows += core
+            .process_batch(&mut state, batch, BatchClock::EventTime)
+            .loops
+            .len();
     }
     let core_rate = rate(entries.len(), started.elapsed());
     println!("stages alone, one core:");

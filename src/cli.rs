@@ -16,7 +16,11 @@ use crate::pipeline::now_millis;
 use crate::storage::{SqliteStorage, Storage};
 
 #[derive(Debug, Parser)]
-#[command(name = "sigloop", version, about = "Closed-loop signal router for customer teams")]
+#[command(
+    name = "sigloop",
+    version,
+    about = "Closed-loop signal router for customer teams"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -130,7 +134,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Demo(mut args) => {
                 args.demo = true;
                 // Keep generated data out of the real database unless asked.
-                args.db.get_or_insert_with(|| PathBuf::from("sigloop-demo.db"));
+                args.db
+                    .get_or_insert_with(|| PathBuf::from("sigloop-demo.db"));
                 serve(args).await
             }
             Command::Gen(args) => generate(args),
@@ -157,7 +162,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.demo {
         let port = application.port();
         tracing::info!("Demo: feeding generated events; open http://127.0.0.1:{port}/v1/queues");
-        tokio::spawn(feed_demo(application.state().clone(), shutdown.child_token()));
+        tokio::spawn(feed_demo(
+            application.state().clone(),
+            shutdown.child_token(),
+        ));
     }
     application.run_until_stopped(shutdown).await?;
     Ok(ExitCode::SUCCESS)
@@ -178,7 +186,12 @@ async fn feed_demo(state: crate::api::AppState, shutdown: CancellationToken) {
             return;
         }
         let items: Vec<&[u8]> = batch.iter().map(String::as_bytes).collect();
-        if let Err(error) = state.inner.ingestor.ingest(&items, "demo", now_millis()).await {
+        if let Err(error) = state
+            .inner
+            .ingestor
+            .ingest(&items, "demo", now_millis())
+            .await
+        {
             tracing::error!(error = %error, "The demo feeder failed to append events.");
         }
         tokio::select! {
@@ -197,7 +210,8 @@ fn generate(args: GenArgs) -> anyhow::Result<ExitCode> {
     };
     match args.out {
         Some(path) => {
-            let file = std::fs::File::create(&path).with_context(|| format!("Failed to create {}", path.display()))?;
+            let file = std::fs::File::create(&path)
+                .with_context(|| format!("Failed to create {}", path.display()))?;
             let mut out = BufWriter::new(file);
             crate::gen::write_ndjson(&options, &mut out)?;
             out.flush()?;
@@ -223,12 +237,17 @@ fn open_input(file: &str) -> anyhow::Result<Box<dyn BufRead + Send>> {
 async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
     let reader = open_input(&args.file)?;
     let batch_size = args.batch_size.clamp(1, 10_000);
-    let totals = crate::ingest::client::send_ndjson(reader, &args.url, batch_size, args.wait).await?;
+    let totals =
+        crate::ingest::client::send_ndjson(reader, &args.url, batch_size, args.wait).await?;
     eprintln!(
         "sigloop ingest: {} accepted, {} duplicates, {} rejected in {} requests",
         totals.accepted, totals.duplicates, totals.rejected, totals.requests
     );
-    Ok(if totals.rejected > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
+    Ok(if totals.rejected > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Explains each event against a fresh in-memory state, then applies it, so later events see the
@@ -273,7 +292,11 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         out.write_all(b"\n")?;
     }
     out.flush()?;
-    Ok(if rejected > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
+    Ok(if rejected > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
@@ -288,7 +311,8 @@ async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let loops = storage.export().await?;
     let mut out: Box<dyn Write> = match args.out {
         Some(path) => Box::new(BufWriter::new(
-            std::fs::File::create(&path).with_context(|| format!("Failed to create {}", path.display()))?,
+            std::fs::File::create(&path)
+                .with_context(|| format!("Failed to create {}", path.display()))?,
         )),
         None => Box::new(BufWriter::new(std::io::stdout())),
     };

@@ -2,7 +2,8 @@
 //! detector, queue, outcome: never an account id), and the tracing subscriber.
 
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry,
 };
 
 use crate::config::settings::{LogFormat, LogSettings};
@@ -30,19 +31,26 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("metric definitions are valid");
-            registry.register(Box::new(metric.clone())).expect("metric names are unique");
+            let metric = IntCounterVec::new(Opts::new(name, help), labels)
+                .expect("metric definitions are valid");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("metric names are unique");
             metric
         };
         let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
             let metric = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
                 .expect("metric definitions are valid");
-            registry.register(Box::new(metric.clone())).expect("metric names are unique");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("metric names are unique");
             metric
         };
         let gauge = |name: &str, help: &str| {
             let metric = IntGauge::new(name, help).expect("metric definitions are valid");
-            registry.register(Box::new(metric.clone())).expect("metric names are unique");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("metric names are unique");
             metric
         };
         let events_duplicate = IntCounter::new(
@@ -70,13 +78,21 @@ impl Metrics {
                 "Taxonomy tags matched on processed events.",
                 &["tag"],
             ),
-            signals: counter_vec("sigloop_signals_total", "Signals raised, by detector.", &["detector"]),
+            signals: counter_vec(
+                "sigloop_signals_total",
+                "Signals raised, by detector.",
+                &["detector"],
+            ),
             loops: counter_vec(
                 "sigloop_loops_total",
                 "Loop changes by queue and outcome (opened, joined, reopened, closed).",
                 &["queue", "outcome"],
             ),
-            sla_breaches: counter_vec("sigloop_sla_breaches_total", "SLA breaches, by queue.", &["queue"]),
+            sla_breaches: counter_vec(
+                "sigloop_sla_breaches_total",
+                "SLA breaches, by queue.",
+                &["queue"],
+            ),
             consumer_lag: gauge(
                 "sigloop_consumer_lag",
                 "Log entries appended but not yet committed by the processor.",
@@ -133,7 +149,9 @@ impl Default for Metrics {
 pub fn init_tracing(settings: &LogSettings) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match settings.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),

@@ -23,7 +23,12 @@ fn generated(accounts: usize, events: usize, seed: u64) -> Vec<String> {
 }
 
 /// Sends `lines` in NDJSON requests of `batch`, retrying nothing: a failed request returns Err.
-async fn send(address: &str, lines: &[String], batch: usize, wait: bool) -> Result<(u64, u64), reqwest::Error> {
+async fn send(
+    address: &str,
+    lines: &[String],
+    batch: usize,
+    wait: bool,
+) -> Result<(u64, u64), reqwest::Error> {
     let client = reqwest::Client::new();
     let (mut accepted, mut duplicates) = (0, 0);
     let query = if wait { "?wait=true" } else { "" };
@@ -48,7 +53,9 @@ async fn reference_export(lines: &[String], directory: &Path) -> String {
     let db = directory.join("reference.db");
     let mut server = ServerProcess::start(&db, &[EVENT_TIME]);
     server.wait_until_healthy().await;
-    send(&server.address, lines, 500, true).await.expect("the reference run ingests");
+    send(&server.address, lines, 500, true)
+        .await
+        .expect("the reference run ingests");
     server.terminate();
     export(&db)
 }
@@ -70,17 +77,29 @@ async fn crash_and_recover(failpoint: &str, extra_env: &[(&str, &str)]) {
     let _ = send(&server.address, &lines, 100, false).await;
     let status = server.wait_for_exit().await;
     use std::os::unix::process::ExitStatusExt;
-    assert_eq!(status.signal(), Some(libc::SIGKILL), "killed by its failpoint, not by a bug");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "killed by its failpoint, not by a bug"
+    );
     drop(server);
 
     let mut restarted = ServerProcess::start(&db, &[EVENT_TIME]);
     restarted.wait_until_healthy().await;
-    let (accepted, duplicates) = send(&restarted.address, &lines, 100, true).await.expect("the restarted server ingests");
+    let (accepted, duplicates) = send(&restarted.address, &lines, 100, true)
+        .await
+        .expect("the restarted server ingests");
     assert_eq!(accepted + duplicates, lines.len() as u64);
-    assert!(duplicates > 0, "what was acknowledged before the crash is still in the log");
+    assert!(
+        duplicates > 0,
+        "what was acknowledged before the crash is still in the log"
+    );
     restarted.terminate();
     let recovered = export(&db);
-    assert_eq!(recovered, expected, "the recovered loops equal an uninterrupted run");
+    assert_eq!(
+        recovered, expected,
+        "the recovered loops equal an uninterrupted run"
+    );
 }
 
 #[tokio::test]
@@ -95,7 +114,11 @@ async fn a_kill_in_the_middle_of_a_processor_batch_loses_and_doubles_nothing() {
 
 #[tokio::test]
 async fn a_kill_after_the_commit_and_before_the_wait_answers_loses_and_doubles_nothing() {
-    crash_and_recover("after_commit@2", &[("SIGLOOP__PROCESSOR__BATCH_SIZE", "50")]).await;
+    crash_and_recover(
+        "after_commit@2",
+        &[("SIGLOOP__PROCESSOR__BATCH_SIZE", "50")],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -110,7 +133,11 @@ async fn a_graceful_restart_on_the_same_database_keeps_every_loop_and_accepts_no
     assert_eq!(before, after);
     let (accepted, duplicates) = send(&restarted.address, &lines, 200, true).await.unwrap();
     assert_eq!((accepted, duplicates), (0, lines.len() as u64));
-    assert_eq!(restarted.loops("limit=500").await, after, "re-delivery changed nothing");
+    assert_eq!(
+        restarted.loops("limit=500").await,
+        after,
+        "re-delivery changed nothing"
+    );
 }
 
 #[tokio::test]
@@ -123,7 +150,11 @@ async fn the_same_file_in_batches_of_1_and_of_1000_gives_byte_identical_exports(
         let batch_size = batch.to_string();
         let mut server = ServerProcess::start(
             &db,
-            &[EVENT_TIME, ("SIGLOOP__PROCESSOR__BATCH_SIZE", &batch_size), ("SIGLOOP__STORAGE__SYNCHRONOUS", "normal")],
+            &[
+                EVENT_TIME,
+                ("SIGLOOP__PROCESSOR__BATCH_SIZE", &batch_size),
+                ("SIGLOOP__STORAGE__SYNCHRONOUS", "normal"),
+            ],
         );
         server.wait_until_healthy().await;
         send(&server.address, &lines, batch, false).await.unwrap();

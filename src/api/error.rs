@@ -36,11 +36,21 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = match &self {
-            ApiError::BadRequest { code, message } => (StatusCode::BAD_REQUEST, *code, message.clone()),
+            ApiError::BadRequest { code, message } => {
+                (StatusCode::BAD_REQUEST, *code, message.clone())
+            }
             ApiError::NotFound(message) => (StatusCode::NOT_FOUND, "not_found", message.clone()),
-            ApiError::Conflict(message) => (StatusCode::CONFLICT, "illegal_transition", message.clone()),
-            ApiError::TooLarge(message) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", message.clone()),
-            ApiError::Unavailable(message) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", message.clone()),
+            ApiError::Conflict(message) => {
+                (StatusCode::CONFLICT, "illegal_transition", message.clone())
+            }
+            ApiError::TooLarge(message) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "too_large", message.clone())
+            }
+            ApiError::Unavailable(message) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                message.clone(),
+            ),
             ApiError::Storage(error) => {
                 tracing::error!(error = %error, "A request failed in storage.");
                 (
@@ -50,6 +60,10 @@ impl IntoResponse for ApiError {
                 )
             }
         };
-        (status, Json(json!({"error": {"code": code, "message": message}}))).into_response()
+        (
+            status,
+            Json(json!({"error": {"code": code, "message": message}})),
+        )
+            .into_response()
     }
 }

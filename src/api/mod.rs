@@ -66,7 +66,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::disable())
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
         .with_state(state)
 }
 
@@ -74,7 +76,9 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("A request handler panicked.");
     (
         StatusCode::INTERNAL_SERVER_ERROR,
-        Json(json!({"error": {"code": "internal", "message": "the request failed inside sigloop"}})),
+        Json(
+            json!({"error": {"code": "internal", "message": "the request failed inside sigloop"}}),
+        ),
     )
         .into_response()
 }
@@ -101,19 +105,25 @@ where
 {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
         match Query::<T>::from_request_parts(parts, state).await {
             Ok(Query(value)) => Ok(ApiQuery(value)),
-            Err(rejection) => Err(ApiError::bad_request("invalid_parameter", rejection.body_text())),
+            Err(rejection) => Err(ApiError::bad_request(
+                "invalid_parameter",
+                rejection.body_text(),
+            )),
         }
     }
 }
 
 /// Reads the body up to `limit` bytes; more is `too_large`.
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::TooLarge(format!("the request body is larger than {limit} bytes"))
-    })
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::TooLarge(format!("the request body is larger than {limit} bytes")))
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,18 +144,30 @@ async fn post_events(
     let body = match read_body(request.into_body(), settings.max_body_bytes).await {
         Ok(body) => body,
         Err(error) => {
-            state.inner.metrics.events_rejected.with_label_values(&["too_large"]).inc();
+            state
+                .inner
+                .metrics
+                .events_rejected
+                .with_label_values(&["too_large"])
+                .inc();
             return Err(error);
         }
     };
     let ndjson = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/x-ndjson") || value.starts_with("application/ndjson"));
+        .is_some_and(|value| {
+            value.starts_with("application/x-ndjson") || value.starts_with("application/ndjson")
+        });
     let items = match decode::split_body(&body, ndjson, settings.max_events_per_request) {
         Ok(items) => items,
         Err(rejection) => {
-            state.inner.metrics.events_rejected.with_label_values(&[rejection.code.as_str()]).inc();
+            state
+                .inner
+                .metrics
+                .events_rejected
+                .with_label_values(&[rejection.code.as_str()])
+                .inc();
             // The whole request is unreadable: keep it as one dead letter so nothing vanishes.
             let dead_letter = crate::storage::NewDeadLetter {
                 origin: "http".to_owned(),
@@ -156,14 +178,22 @@ async fn post_events(
                 message: rejection.message.clone(),
                 payload: String::from_utf8_lossy(&body).into_owned(),
             };
-            state.inner.storage.append(&[], &[dead_letter], now_millis()).await?;
+            state
+                .inner
+                .storage
+                .append(&[], &[dead_letter], now_millis())
+                .await?;
             return Err(match rejection.code {
                 RejectionCode::TooLarge => ApiError::TooLarge(rejection.message),
                 code => ApiError::bad_request(code.as_str(), rejection.message),
             });
         }
     };
-    let report = state.inner.ingestor.ingest(&items, "http", now_millis()).await?;
+    let report = state
+        .inner
+        .ingestor
+        .ingest(&items, "http", now_millis())
+        .await?;
     let mut answer = json!({
         "accepted": report.accepted,
         "duplicates": report.duplicates,
@@ -172,7 +202,11 @@ async fn post_events(
     });
     if query.wait {
         let limit = settings.wait_timeout_secs as f64;
-        let timeout = query.timeout.filter(|seconds| seconds.is_finite() && *seconds >= 0.0).unwrap_or(limit).min(limit);
+        let timeout = query
+            .timeout
+            .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
+            .unwrap_or(limit)
+            .min(limit);
         // Duplicates count too: wait for everything logged so far, which includes their originals.
         let target = match report.last_seq {
             Some(seq) => seq,
@@ -203,7 +237,11 @@ async fn wait_for_offset(state: &AppState, target: i64, timeout: Duration) -> bo
 async fn get_queues(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let summaries = state.inner.storage.queues().await?;
     let routes = &state.inner.config.routes;
-    let mut names: Vec<String> = routes.queue_names().into_iter().map(str::to_owned).collect();
+    let mut names: Vec<String> = routes
+        .queue_names()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
     for summary in &summaries {
         if !names.contains(&summary.name) {
             names.push(summary.name.clone());
@@ -216,7 +254,10 @@ async fn get_queues(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
             let summary = summaries.iter().find(|summary| &summary.name == name);
             let mut counts = BTreeMap::new();
             for loop_state in LoopState::ALL {
-                let count = summary.and_then(|summary| summary.counts.get(loop_state.as_str())).copied().unwrap_or(0);
+                let count = summary
+                    .and_then(|summary| summary.counts.get(loop_state.as_str()))
+                    .copied()
+                    .unwrap_or(0);
                 counts.insert(loop_state.as_str(), count);
             }
             let oldest = summary.and_then(|summary| summary.oldest_open_at);
@@ -245,7 +286,10 @@ struct LoopsQuery {
     cursor: Option<String>,
 }
 
-async fn get_loops(State(state): State<AppState>, ApiQuery(query): ApiQuery<LoopsQuery>) -> Result<Json<Value>, ApiError> {
+async fn get_loops(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<LoopsQuery>,
+) -> Result<Json<Value>, ApiError> {
     if let Some(value) = &query.state {
         if LoopState::parse(value).is_none() {
             return Err(ApiError::bad_request(
@@ -256,7 +300,10 @@ async fn get_loops(State(state): State<AppState>, ApiQuery(query): ApiQuery<Loop
     }
     if let Some(value) = &query.kind {
         if SignalKind::parse(value).is_none() {
-            return Err(ApiError::bad_request("invalid_parameter", format!("kind `{value}` is not account or journey")));
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("kind `{value}` is not account or journey"),
+            ));
         }
     }
     let before = match &query.cursor {
@@ -267,7 +314,10 @@ async fn get_loops(State(state): State<AppState>, ApiQuery(query): ApiQuery<Loop
     };
     let limit = query.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
-        return Err(ApiError::bad_request("invalid_parameter", "limit must be between 1 and 500"));
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            "limit must be between 1 and 500",
+        ));
     }
     let page = state
         .inner
@@ -310,7 +360,10 @@ async fn loop_with_links(state: &AppState, id: &str) -> Result<Value, ApiError> 
     Ok(view)
 }
 
-async fn get_loop(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_loop(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(loop_with_links(&state, &id).await?))
 }
 
@@ -356,8 +409,16 @@ fn parse_action(body: &ActionBody) -> Result<Action, ApiError> {
             ))
         }
     };
-    if matches!(action, Action::Comment) && body.note.as_deref().is_none_or(|note| note.trim().is_empty()) {
-        return Err(ApiError::bad_request("missing_field", "comment needs a note"));
+    if matches!(action, Action::Comment)
+        && body
+            .note
+            .as_deref()
+            .is_none_or(|note| note.trim().is_empty())
+    {
+        return Err(ApiError::bad_request(
+            "missing_field",
+            "comment needs a note",
+        ));
     }
     Ok(action)
 }
@@ -368,20 +429,36 @@ async fn post_action(
     request: Request,
 ) -> Result<Response, ApiError> {
     let body = read_body(request.into_body(), 64 * 1024).await?;
-    let body: ActionBody = serde_json::from_slice(&body)
-        .map_err(|error| ApiError::bad_request("invalid_json", format!("the action body is not valid: {error}")))?;
+    let body: ActionBody = serde_json::from_slice(&body).map_err(|error| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("the action body is not valid: {error}"),
+        )
+    })?;
     let action = parse_action(&body)?;
     let actor = body
         .actor
         .as_deref()
         .map(str::trim)
         .filter(|actor| !actor.is_empty())
-        .ok_or_else(|| ApiError::bad_request("missing_field", "actor is required: who is acting"))?;
+        .ok_or_else(|| {
+            ApiError::bad_request("missing_field", "actor is required: who is acting")
+        })?;
     if actor.len() > crate::domain::MAX_ID_BYTES {
-        return Err(ApiError::bad_request("too_large", "actor must be at most 256 bytes"));
+        return Err(ApiError::bad_request(
+            "too_large",
+            "actor must be at most 256 bytes",
+        ));
     }
-    if body.note.as_ref().is_some_and(|note| note.len() > decode::MAX_TEXT_BYTES) {
-        return Err(ApiError::bad_request("too_large", "note must be at most 64 KiB"));
+    if body
+        .note
+        .as_ref()
+        .is_some_and(|note| note.len() > decode::MAX_TEXT_BYTES)
+    {
+        return Err(ApiError::bad_request(
+            "too_large",
+            "note must be at most 64 KiB",
+        ));
     }
     // Refuse what is illegal now without logging it; the processor checks again in log order.
     let record = state
@@ -400,7 +477,11 @@ async fn post_action(
         note: body.note.clone(),
         time: now_millis(),
     };
-    let seq = state.inner.ingestor.append_action(&request, now_millis()).await?;
+    let seq = state
+        .inner
+        .ingestor
+        .append_action(&request, now_millis())
+        .await?;
     let timeout = Duration::from_secs(state.inner.config.settings.server.wait_timeout_secs);
     if !wait_for_offset(&state, seq, timeout).await {
         return Ok((
@@ -409,18 +490,30 @@ async fn post_action(
         )
             .into_response());
     }
-    let outcome = state.inner.outcomes.lock().expect("outcomes lock").remove(&seq);
+    let outcome = state
+        .inner
+        .outcomes
+        .lock()
+        .expect("outcomes lock")
+        .remove(&seq);
     match outcome {
         Some(ActionOutcome::Illegal { message }) => Err(ApiError::Conflict(message)),
         Some(ActionOutcome::NotFound) => Err(ApiError::NotFound(format!("no loop with id {id}"))),
-        Some(ActionOutcome::Applied { .. }) | None => Ok(Json(loop_with_links(&state, &id).await?).into_response()),
+        Some(ActionOutcome::Applied { .. }) | None => {
+            Ok(Json(loop_with_links(&state, &id).await?).into_response())
+        }
     }
 }
 
-async fn get_account(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_account(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let view = state.inner.storage.account_view(&id, 50).await?;
     if view.account.is_none() && view.open_loops.is_empty() && view.recent_signals.is_empty() {
-        return Err(ApiError::NotFound(format!("no account {id} in the directory and no signals for it")));
+        return Err(ApiError::NotFound(format!(
+            "no account {id} in the directory and no signals for it"
+        )));
     }
     Ok(Json(json!({
         "account_id": id,
@@ -430,7 +523,10 @@ async fn get_account(State(state): State<AppState>, Path(id): Path<String>) -> R
     })))
 }
 
-async fn post_explain(State(state): State<AppState>, request: Request) -> Result<Json<Value>, ApiError> {
+async fn post_explain(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
     let body = read_body(request.into_body(), 1024 * 1024).await?;
     let event = decode::decode_event(&body).map_err(|rejection| ApiError::BadRequest {
         code: rejection.code.as_str(),
@@ -444,7 +540,9 @@ async fn post_explain(State(state): State<AppState>, request: Request) -> Result
         };
         state.inner.core.explain(&core_state, &event, now)
     };
-    Ok(Json(serde_json::to_value(&explanation).expect("explanations serialize")))
+    Ok(Json(
+        serde_json::to_value(&explanation).expect("explanations serialize"),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -459,10 +557,21 @@ async fn get_dead_letters(
 ) -> Result<Json<Value>, ApiError> {
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request("invalid_parameter", "limit must be between 1 and 1000"));
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            "limit must be between 1 and 1000",
+        ));
     }
-    let rows = state.inner.storage.dead_letters(limit, query.cursor).await?;
-    let next = if rows.len() == limit as usize { rows.last().map(|row| row.id) } else { None };
+    let rows = state
+        .inner
+        .storage
+        .dead_letters(limit, query.cursor)
+        .await?;
+    let next = if rows.len() == limit as usize {
+        rows.last().map(|row| row.id)
+    } else {
+        None
+    };
     Ok(Json(json!({
         "dead_letters": rows.iter().map(views::dead_letter_view).collect::<Vec<_>>(),
         "next_cursor": next,
@@ -495,7 +604,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
 async fn get_metrics(State(state): State<AppState>) -> Response {
     if let Ok(head) = state.inner.storage.log_head().await {
         let committed = *state.inner.committed.borrow();
-        state.inner.metrics.consumer_lag.set((head - committed).max(0));
+        state
+            .inner
+            .metrics
+            .consumer_lag
+            .set((head - committed).max(0));
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

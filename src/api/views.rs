@@ -80,7 +80,10 @@ pub fn evidence_view(row: &EvidenceRow) -> Value {
 pub fn loop_detail_view(detail: &LoopDetail) -> Value {
     let mut view = loop_view(&detail.record);
     let object = view.as_object_mut().expect("loop views are objects");
-    object.insert("trace".to_owned(), detail.trace.clone().unwrap_or(Value::Null));
+    object.insert(
+        "trace".to_owned(),
+        detail.trace.clone().unwrap_or(Value::Null),
+    );
     object.insert(
         "history".to_owned(),
         detail.history.iter().map(history_view).collect(),

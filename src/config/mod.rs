@@ -111,7 +111,10 @@ impl Config {
             Some(dir) => {
                 if !dir.is_dir() {
                     return Err(ConfigError {
-                        problems: vec![format!("config directory {} does not exist", dir.display())],
+                        problems: vec![format!(
+                            "config directory {} does not exist",
+                            dir.display()
+                        )],
                     });
                 }
                 ConfigSources::from_dir(dir)?
@@ -128,9 +131,12 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut problems = Vec::new();
         let settings = parse_settings(&sources.settings, env, &mut problems);
-        let taxonomy: Option<TaxonomyConfig> = parse_file("taxonomy.toml", &sources.taxonomy, &mut problems);
-        let signals: Option<SignalsConfig> = parse_file("signals.toml", &sources.signals, &mut problems);
-        let routes: Option<RoutesConfig> = parse_file("routes.toml", &sources.routes, &mut problems);
+        let taxonomy: Option<TaxonomyConfig> =
+            parse_file("taxonomy.toml", &sources.taxonomy, &mut problems);
+        let signals: Option<SignalsConfig> =
+            parse_file("signals.toml", &sources.signals, &mut problems);
+        let routes: Option<RoutesConfig> =
+            parse_file("routes.toml", &sources.routes, &mut problems);
         if let Some(settings) = &settings {
             problems.extend(settings.validate());
         }
@@ -145,7 +151,9 @@ impl Config {
             problems.extend(routes.validate());
         }
         match (settings, taxonomy, signals, routes) {
-            (Some(settings), Some(taxonomy), Some(signals), Some(routes)) if problems.is_empty() => {
+            (Some(settings), Some(taxonomy), Some(signals), Some(routes))
+                if problems.is_empty() =>
+            {
                 Ok(Config {
                     settings,
                     taxonomy,
@@ -214,7 +222,9 @@ fn parse_settings(
             match entry {
                 toml::Value::Table(inner) => table = inner,
                 _ => {
-                    problems.push(format!("environment variable {name}: `{segment}` is not a section"));
+                    problems.push(format!(
+                        "environment variable {name}: `{segment}` is not a section"
+                    ));
                     return None;
                 }
             }
@@ -257,7 +267,10 @@ mod tests {
     #[test]
     fn environment_variables_override_the_settings_file() {
         let env = vec![
-            ("SIGLOOP__SERVER__LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+            (
+                "SIGLOOP__SERVER__LISTEN".to_owned(),
+                "127.0.0.1:0".to_owned(),
+            ),
             ("SIGLOOP__PROCESSOR__BATCH_SIZE".to_owned(), "7".to_owned()),
             ("UNRELATED".to_owned(), "x".to_owned()),
         ];
@@ -269,9 +282,16 @@ mod tests {
     #[test]
     fn every_problem_is_reported_at_once() {
         let mut sources = ConfigSources::embedded();
-        sources.settings = sources.settings.replace("batch_size = ", "batch_size = 0 #");
-        sources.routes.push_str("\n[[queue]]\nname = \"ghost\"\nteam = \"nobody\"\n");
-        let env = vec![("SIGLOOP__SERVER__LISTEN".to_owned(), "not-an-address".to_owned())];
+        sources.settings = sources
+            .settings
+            .replace("batch_size = ", "batch_size = 0 #");
+        sources
+            .routes
+            .push_str("\n[[queue]]\nname = \"ghost\"\nteam = \"nobody\"\n");
+        let env = vec![(
+            "SIGLOOP__SERVER__LISTEN".to_owned(),
+            "not-an-address".to_owned(),
+        )];
         let error = Config::parse(&sources, env.into_iter()).unwrap_err();
         let text = error.to_string();
         assert!(text.contains("batch_size"), "{text}");
@@ -291,7 +311,9 @@ mod tests {
     fn the_config_version_changes_with_the_routes() {
         let base = Config::parse(&ConfigSources::embedded(), std::iter::empty()).unwrap();
         let mut sources = ConfigSources::embedded();
-        sources.routes.push_str("\n# a comment changes the content hash\n");
+        sources
+            .routes
+            .push_str("\n# a comment changes the content hash\n");
         let changed = Config::parse(&sources, std::iter::empty()).unwrap();
         assert_ne!(base.version, changed.version);
     }

@@ -102,7 +102,9 @@ impl OwnerRule {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SignalKind {
     Account,
@@ -215,7 +217,9 @@ impl RoutesConfig {
         }
         for (name, policy) in &self.sla {
             if let Err(error) = policy.ack_within() {
-                problems.push(format!("routes: sla `{name}` ack_within is not a duration: {error}"));
+                problems.push(format!(
+                    "routes: sla `{name}` ack_within is not a duration: {error}"
+                ));
             }
             if let Err(error) = policy.resolve_within() {
                 problems.push(format!(
@@ -246,7 +250,9 @@ impl RoutesConfig {
     ) {
         let name = format!("routes: route `{}`", route.name);
         if !route_names.insert(route.name.as_str()) {
-            problems.push(format!("{name} is defined twice (route names must be unique)"));
+            problems.push(format!(
+                "{name} is defined twice (route names must be unique)"
+            ));
         }
         let options = parent.with(route);
         if let Some(queue) = route.queue.as_deref() {
@@ -286,10 +292,19 @@ impl RoutesConfig {
             _ => {}
         }
         if route.queue.is_some() && options.owner.is_none() {
-            problems.push(format!("{name} has a queue but no owner rule (set `owner`)"));
+            problems.push(format!(
+                "{name} has a queue but no owner rule (set `owner`)"
+            ));
         }
         for child in &route.routes {
-            self.validate_route(child, &options, team_names, queue_names, route_names, problems);
+            self.validate_route(
+                child,
+                &options,
+                team_names,
+                queue_names,
+                route_names,
+                problems,
+            );
         }
     }
 
@@ -310,7 +325,11 @@ impl RoutesConfig {
 
     /// Every queue name, `unowned` last.
     pub fn queue_names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.queues.iter().map(|queue| queue.name.as_str()).collect();
+        let mut names: Vec<&str> = self
+            .queues
+            .iter()
+            .map(|queue| queue.name.as_str())
+            .collect();
         names.push(UNOWNED);
         names
     }

@@ -56,7 +56,9 @@ impl Default for PriorityPolicy {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Low,
@@ -170,9 +172,11 @@ impl SignalsConfig {
                 AccountDetectorKind::UrgentTicket => {
                     needs(!detector.priorities.is_empty(), "priorities", &mut problems)
                 }
-                AccountDetectorKind::ChurnIntent => {
-                    needs(!detector.tag_prefixes.is_empty(), "tag_prefixes", &mut problems)
-                }
+                AccountDetectorKind::ChurnIntent => needs(
+                    !detector.tag_prefixes.is_empty(),
+                    "tag_prefixes",
+                    &mut problems,
+                ),
                 AccountDetectorKind::TicketReopened => {}
                 AccountDetectorKind::RepeatTickets => {
                     needs(

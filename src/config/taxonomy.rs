@@ -163,7 +163,9 @@ impl RuleConfig {
                 ));
             }
             if self.equals.is_empty() {
-                problems.push(format!("{name} tests field `{field}` but lists no `equals` values"));
+                problems.push(format!(
+                    "{name} tests field `{field}` but lists no `equals` values"
+                ));
             }
         } else if !self.equals.is_empty() {
             problems.push(format!("{name} lists `equals` values without a `field`"));

@@ -108,13 +108,20 @@ impl Detectors {
         let repeat_window = self.repeat_window(event, tagging, state);
         for detector in &self.detectors {
             let reason = match detector.kind {
-                AccountDetectorKind::Detractor => survey_at_most(event, SurveyKind::Nps, detector.max_score),
-                AccountDetectorKind::LowCsat => survey_at_most(event, SurveyKind::Csat, detector.max_score),
+                AccountDetectorKind::Detractor => {
+                    survey_at_most(event, SurveyKind::Nps, detector.max_score)
+                }
+                AccountDetectorKind::LowCsat => {
+                    survey_at_most(event, SurveyKind::Csat, detector.max_score)
+                }
                 AccountDetectorKind::HighEffort => match (&event.data, detector.min_score) {
                     (EventData::SurveyResponded(survey), Some(min_score))
                         if survey.kind == SurveyKind::Ces && survey.score >= min_score =>
                     {
-                        Some(format!("CES score {} is at least {min_score}", survey.score))
+                        Some(format!(
+                            "CES score {} is at least {min_score}",
+                            survey.score
+                        ))
                     }
                     _ => None,
                 },
@@ -133,7 +140,10 @@ impl Detectors {
                     .iter()
                     .find(|prefix| tag_has_prefix(&tagging.primary, prefix))
                     .map(|prefix| {
-                        format!("primary tag {} is a churn-intent tag ({prefix})", tagging.primary)
+                        format!(
+                            "primary tag {} is a churn-intent tag ({prefix})",
+                            tagging.primary
+                        )
                     }),
                 AccountDetectorKind::TicketReopened => match &event.data {
                     EventData::TicketReopened(ticket) => {
@@ -141,26 +151,30 @@ impl Detectors {
                     }
                     _ => None,
                 },
-                AccountDetectorKind::RepeatTickets => match (&repeat_window, detector.min_tickets, detector.window_days) {
-                    (Some(update), Some(min_tickets), Some(window_days)) => {
-                        let since = event.time - Millis::from(window_days) * MILLIS_PER_DAY;
-                        let count = update
-                            .times
-                            .iter()
-                            .filter(|time| **time >= since && **time <= event.time)
-                            .count();
-                        (count >= min_tickets as usize).then(|| {
+                AccountDetectorKind::RepeatTickets => {
+                    match (&repeat_window, detector.min_tickets, detector.window_days) {
+                        (Some(update), Some(min_tickets), Some(window_days)) => {
+                            let since = event.time - Millis::from(window_days) * MILLIS_PER_DAY;
+                            let count = update
+                                .times
+                                .iter()
+                                .filter(|time| **time >= since && **time <= event.time)
+                                .count();
+                            (count >= min_tickets as usize).then(|| {
                             format!(
                                 "{count} tickets on {} within {window_days} days (threshold {min_tickets})",
                                 tagging.primary
                             )
                         })
+                        }
+                        _ => None,
                     }
-                    _ => None,
-                },
+                }
             };
             if let Some(reason) = reason {
-                detection.signals.push(self.signal(detector, event, tagging, reason));
+                detection
+                    .signals
+                    .push(self.signal(detector, event, tagging, reason));
             }
         }
         detection.repeat_update = repeat_window;
@@ -168,7 +182,12 @@ impl Detectors {
     }
 
     /// The repeat-ticket window after this event: only ticket.opened events with a real tag count.
-    fn repeat_window(&self, event: &Event, tagging: &Tagging, state: &DetectorState) -> Option<RepeatUpdate> {
+    fn repeat_window(
+        &self,
+        event: &Event,
+        tagging: &Tagging,
+        state: &DetectorState,
+    ) -> Option<RepeatUpdate> {
         if self.longest_repeat_window == 0
             || !matches!(event.data, EventData::TicketOpened(_))
             || tagging.primary == UNCATEGORIZED
@@ -228,7 +247,9 @@ fn survey_at_most(event: &Event, kind: SurveyKind, max_score: Option<u8>) -> Opt
 /// `billing` is a prefix of `billing` and `billing.invoice-error`, not of `billingual`.
 pub fn tag_has_prefix(tag: &str, prefix: &str) -> bool {
     tag == prefix
-        || (tag.len() > prefix.len() && tag.starts_with(prefix) && tag.as_bytes()[prefix.len()] == b'.')
+        || (tag.len() > prefix.len()
+            && tag.starts_with(prefix)
+            && tag.as_bytes()[prefix.len()] == b'.')
 }
 
 #[cfg(test)]
@@ -248,7 +269,11 @@ mod tests {
             matches: if primary == UNCATEGORIZED {
                 Vec::new()
             } else {
-                vec![TagMatch { tag: primary.to_owned(), score: 1, evidence: Vec::new() }]
+                vec![TagMatch {
+                    tag: primary.to_owned(),
+                    score: 1,
+                    evidence: Vec::new(),
+                }]
             },
         }
     }
@@ -298,7 +323,10 @@ mod tests {
         assert_eq!(six.signals.len(), 1);
         assert_eq!(six.signals[0].detector, "detractor");
         assert_eq!(six.signals[0].key_tag, "sentiment.detractor");
-        assert_eq!(six.signals[0].loop_key(), "account:acct-1:sentiment.detractor");
+        assert_eq!(
+            six.signals[0].loop_key(),
+            "account:acct-1:sentiment.detractor"
+        );
         let seven = detectors.detect(&survey(SurveyKind::Nps, 7), &tagging(UNCATEGORIZED), &state);
         assert!(seven.signals.is_empty());
     }
@@ -318,10 +346,28 @@ mod tests {
         let detectors = detectors();
         let state = DetectorState::default();
         let none = tagging(UNCATEGORIZED);
-        assert_eq!(detectors.detect(&survey(SurveyKind::Csat, 2), &none, &state).signals[0].detector, "low-csat");
-        assert!(detectors.detect(&survey(SurveyKind::Csat, 3), &none, &state).signals.is_empty());
-        assert_eq!(detectors.detect(&survey(SurveyKind::Ces, 5), &none, &state).signals[0].detector, "high-effort");
-        assert!(detectors.detect(&survey(SurveyKind::Ces, 4), &none, &state).signals.is_empty());
+        assert_eq!(
+            detectors
+                .detect(&survey(SurveyKind::Csat, 2), &none, &state)
+                .signals[0]
+                .detector,
+            "low-csat"
+        );
+        assert!(detectors
+            .detect(&survey(SurveyKind::Csat, 3), &none, &state)
+            .signals
+            .is_empty());
+        assert_eq!(
+            detectors
+                .detect(&survey(SurveyKind::Ces, 5), &none, &state)
+                .signals[0]
+                .detector,
+            "high-effort"
+        );
+        assert!(detectors
+            .detect(&survey(SurveyKind::Ces, 4), &none, &state)
+            .signals
+            .is_empty());
     }
 
     #[test]
@@ -329,9 +375,17 @@ mod tests {
         let detectors = detectors();
         let state = DetectorState::default();
         let none = tagging(UNCATEGORIZED);
-        let urgent = detectors.detect(&ticket("t1", 0, Some(TicketPriority::Urgent)), &none, &state);
+        let urgent = detectors.detect(
+            &ticket("t1", 0, Some(TicketPriority::Urgent)),
+            &none,
+            &state,
+        );
         assert_eq!(urgent.signals[0].detector, "urgent-ticket");
-        let normal = detectors.detect(&ticket("t2", 0, Some(TicketPriority::Normal)), &none, &state);
+        let normal = detectors.detect(
+            &ticket("t2", 0, Some(TicketPriority::Normal)),
+            &none,
+            &state,
+        );
         assert!(normal.signals.is_empty());
     }
 
@@ -355,13 +409,28 @@ mod tests {
         for (index, day) in [0, 20, 25, 30].into_iter().enumerate() {
             let event = ticket(&format!("t{index}"), day * MILLIS_PER_DAY, None);
             let detection = detectors.detect(&event, &tag, &state);
-            fired.push(detection.signals.iter().any(|signal| signal.detector == "repeat-tickets"));
+            fired.push(
+                detection
+                    .signals
+                    .iter()
+                    .any(|signal| signal.detector == "repeat-tickets"),
+            );
             state.apply(detection.repeat_update.unwrap());
         }
         // Day 0 falls out of the 14-day window: days 20, 25 and 30 make three.
         assert_eq!(fired, vec![false, false, false, true]);
-        let times = &state.repeat_tickets[&(AccountId::parse("acct-1").unwrap(), "billing.invoice-error".to_owned())];
-        assert_eq!(times, &vec![20 * MILLIS_PER_DAY, 25 * MILLIS_PER_DAY, 30 * MILLIS_PER_DAY]);
+        let times = &state.repeat_tickets[&(
+            AccountId::parse("acct-1").unwrap(),
+            "billing.invoice-error".to_owned(),
+        )];
+        assert_eq!(
+            times,
+            &vec![
+                20 * MILLIS_PER_DAY,
+                25 * MILLIS_PER_DAY,
+                30 * MILLIS_PER_DAY
+            ]
+        );
     }
 
     #[test]

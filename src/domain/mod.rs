@@ -89,7 +89,9 @@ impl TicketPriority {
     }
 
     pub fn parse(value: &str) -> Option<TicketPriority> {
-        TicketPriority::ALL.into_iter().find(|priority| priority.as_str() == value)
+        TicketPriority::ALL
+            .into_iter()
+            .find(|priority| priority.as_str() == value)
     }
 }
 
@@ -114,7 +116,9 @@ impl SurveyKind {
     }
 
     pub fn parse(value: &str) -> Option<SurveyKind> {
-        SurveyKind::ALL.into_iter().find(|kind| kind.as_str() == value)
+        SurveyKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == value)
     }
 
     /// Inclusive score range: NPS 0-10, CSAT 1-5, CES 1-7.
@@ -174,7 +178,9 @@ impl EventType {
     }
 
     pub fn parse(value: &str) -> Option<EventType> {
-        EventType::ALL.into_iter().find(|event_type| event_type.as_str() == value)
+        EventType::ALL
+            .into_iter()
+            .find(|event_type| event_type.as_str() == value)
     }
 
     pub fn is_ticket(self) -> bool {
@@ -252,7 +258,10 @@ impl EventData {
     /// The free-text fields the taxonomy's text rules look at, by field name, in a fixed order.
     pub fn text_fields(&self) -> Vec<(&'static str, &str)> {
         let candidates: [(&'static str, Option<&String>); 2] = match self {
-            EventData::TicketOpened(data) => [("subject", data.subject.as_ref()), ("body", data.body.as_ref())],
+            EventData::TicketOpened(data) => [
+                ("subject", data.subject.as_ref()),
+                ("body", data.body.as_ref()),
+            ],
             EventData::TicketUpdated(data) => [("comment", data.comment.as_ref()), ("", None)],
             EventData::TicketSolved(data) => [("resolution", data.resolution.as_ref()), ("", None)],
             EventData::SurveyResponded(data) => [("comment", data.comment.as_ref()), ("", None)],
@@ -263,7 +272,11 @@ impl EventData {
         };
         candidates
             .into_iter()
-            .filter_map(|(name, value)| value.filter(|text| !text.is_empty()).map(|text| (name, text.as_str())))
+            .filter_map(|(name, value)| {
+                value
+                    .filter(|text| !text.is_empty())
+                    .map(|text| (name, text.as_str()))
+            })
             .collect()
     }
 
@@ -273,11 +286,15 @@ impl EventData {
             return Some(self.event_type().as_str());
         }
         match (self, name) {
-            (EventData::TicketOpened(data), "priority") => data.priority.map(TicketPriority::as_str),
+            (EventData::TicketOpened(data), "priority") => {
+                data.priority.map(TicketPriority::as_str)
+            }
             (EventData::TicketOpened(data), "channel") => data.channel.as_deref(),
             (EventData::TicketOpened(data), "product_area") => data.product_area.as_deref(),
             (EventData::TicketOpened(data), "journey_stage") => data.journey_stage.as_deref(),
-            (EventData::TicketUpdated(data), "priority") => data.priority.map(TicketPriority::as_str),
+            (EventData::TicketUpdated(data), "priority") => {
+                data.priority.map(TicketPriority::as_str)
+            }
             (EventData::TicketUpdated(data), "status") => data.status.as_deref(),
             (EventData::UsageMetric(data), "metric") => Some(data.metric.as_str()),
             (EventData::UsageMilestone(data), "milestone") => Some(data.milestone.as_str()),
@@ -296,9 +313,9 @@ impl EventData {
             EventData::TicketSolved(data) => Some(("ticket_id", data.ticket_id.as_str())),
             EventData::TicketReopened(data) => Some(("ticket_id", data.ticket_id.as_str())),
             EventData::SurveyResponded(data) => Some(("response_id", data.response_id.as_str())),
-            EventData::UsageMetric(_) | EventData::UsageMilestone(_) | EventData::AccountUpserted(_) => {
-                None
-            }
+            EventData::UsageMetric(_)
+            | EventData::UsageMilestone(_)
+            | EventData::AccountUpserted(_) => None,
         }
     }
 
@@ -399,7 +416,10 @@ pub fn format_millis(millis: Millis) -> String {
 }
 
 /// Serde helper: a millisecond timestamp as RFC 3339 text.
-pub fn serialize_millis<S: serde::Serializer>(millis: &Millis, serializer: S) -> Result<S::Ok, S::Error> {
+pub fn serialize_millis<S: serde::Serializer>(
+    millis: &Millis,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&format_millis(*millis))
 }
 

@@ -97,7 +97,10 @@ async fn send(
         tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
     };
     let status = response.status();
-    let text = response.text().await.context("Failed to read the response")?;
+    let text = response
+        .text()
+        .await
+        .context("Failed to read the response")?;
     let parsed: EventsResponse = match serde_json::from_str(&text) {
         Ok(parsed) => parsed,
         Err(_) => bail!("{url} answered {status}: {text}"),

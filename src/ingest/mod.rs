@@ -60,14 +60,15 @@ impl Ingestor {
         let mut indexes = Vec::with_capacity(items.len());
         let mut dead_letters = Vec::new();
         for (index, item) in items.iter().enumerate() {
-            let decoded = decode::decode_event(item).and_then(|event| match std::str::from_utf8(item) {
-                Ok(text) => Ok((event, text)),
-                Err(error) => Err(Rejection {
-                    code: RejectionCode::InvalidJson,
-                    id: Some(event.id.clone()),
-                    message: format!("event is not valid UTF-8: {error}"),
-                }),
-            });
+            let decoded =
+                decode::decode_event(item).and_then(|event| match std::str::from_utf8(item) {
+                    Ok(text) => Ok((event, text)),
+                    Err(error) => Err(Rejection {
+                        code: RejectionCode::InvalidJson,
+                        id: Some(event.id.clone()),
+                        message: format!("event is not valid UTF-8: {error}"),
+                    }),
+                });
             match decoded {
                 Ok((event, text)) => {
                     entries.push(AppendEntry {
@@ -103,8 +104,13 @@ impl Ingestor {
             return Ok(report);
         }
         let started = Instant::now();
-        let outcome = self.storage.append(&entries, &dead_letters, received_at).await?;
-        self.metrics.append_seconds.observe(started.elapsed().as_secs_f64());
+        let outcome = self
+            .storage
+            .append(&entries, &dead_letters, received_at)
+            .await?;
+        self.metrics
+            .append_seconds
+            .observe(started.elapsed().as_secs_f64());
         crate::failpoint::hit("after_append");
         for (entry, seq) in entries.iter().zip(&outcome.seqs) {
             match seq {
@@ -123,7 +129,10 @@ impl Ingestor {
             }
         }
         for rejected in &report.rejected {
-            self.metrics.events_rejected.with_label_values(&[rejected.code.as_str()]).inc();
+            self.metrics
+                .events_rejected
+                .with_label_values(&[rejected.code.as_str()])
+                .inc();
         }
         debug_assert_eq!(indexes.len(), entries.len());
         if report.accepted > 0 {
@@ -133,7 +142,11 @@ impl Ingestor {
     }
 
     /// Appends an operator action to the log; returns its sequence number.
-    pub async fn append_action(&self, request: &ActionRequest, received_at: i64) -> Result<i64, StorageError> {
+    pub async fn append_action(
+        &self,
+        request: &ActionRequest,
+        received_at: i64,
+    ) -> Result<i64, StorageError> {
         let id = format!(
             "{}:{}:{:016x}",
             request.loop_id,
@@ -148,7 +161,10 @@ impl Ingestor {
             event_time: request.time,
             payload: serde_json::to_string(request).expect("actions serialize"),
         };
-        let outcome = self.storage.append(std::slice::from_ref(&entry), &[], received_at).await?;
+        let outcome = self
+            .storage
+            .append(std::slice::from_ref(&entry), &[], received_at)
+            .await?;
         let seq = outcome.seqs[0].ok_or_else(|| {
             StorageError::Corrupt("an action's random id collided with a logged one".to_owned())
         })?;

@@ -48,7 +48,9 @@ impl LoopState {
     }
 
     pub fn parse(value: &str) -> Option<LoopState> {
-        LoopState::ALL.into_iter().find(|state| state.as_str() == value)
+        LoopState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == value)
     }
 
     /// States in which a new signal of the key joins the loop.
@@ -100,9 +102,13 @@ pub enum Action {
     Acknowledge,
     Start,
     Resolve,
-    Close { reason: CloseReason },
+    Close {
+        reason: CloseReason,
+    },
     Reopen,
-    Assign { owner: String },
+    Assign {
+        owner: String,
+    },
     Comment,
     /// System: the journey loop this loop is linked to was resolved (the fix shipped).
     JourneyFixed,
@@ -144,11 +150,17 @@ pub fn transition(state: LoopState, action: &Action) -> Result<LoopState, Transi
         (Open | Reopened | Acknowledged, Action::Start) => InProgress,
         (Open | Reopened | Acknowledged | InProgress, Action::Resolve) => Resolved,
         (Open | Reopened | Acknowledged | InProgress, Action::JourneyFixed) => Resolved,
-        (Open | Reopened | Acknowledged | InProgress | Resolved | Verifying, Action::Close { .. }) => Closed,
+        (
+            Open | Reopened | Acknowledged | InProgress | Resolved | Verifying,
+            Action::Close { .. },
+        ) => Closed,
         (Resolved | Verifying | Closed, Action::Reopen) => Reopened,
         (Verifying, Action::Verified) => Closed,
         (Open | Reopened | Acknowledged | InProgress, Action::Breach) => state,
-        (Open | Reopened | Acknowledged | InProgress | Resolved | Verifying, Action::Assign { .. }) => state,
+        (
+            Open | Reopened | Acknowledged | InProgress | Resolved | Verifying,
+            Action::Assign { .. },
+        ) => state,
         (_, Action::Comment) => state,
         _ => {
             return Err(TransitionError {
@@ -300,9 +312,13 @@ mod tests {
             Action::Acknowledge,
             Action::Start,
             Action::Resolve,
-            Action::Close { reason: CloseReason::Duplicate },
+            Action::Close {
+                reason: CloseReason::Duplicate,
+            },
             Action::Reopen,
-            Action::Assign { owner: "x".to_owned() },
+            Action::Assign {
+                owner: "x".to_owned(),
+            },
             Action::Comment,
             Action::JourneyFixed,
             Action::Verified,
@@ -317,7 +333,9 @@ mod tests {
             Action::Acknowledge,
             Action::Start,
             Action::Resolve,
-            Action::Close { reason: CloseReason::Verified },
+            Action::Close {
+                reason: CloseReason::Verified,
+            },
         ] {
             state = transition(state, &action).unwrap();
         }
@@ -327,7 +345,10 @@ mod tests {
     #[test]
     fn illegal_transitions_are_typed_errors() {
         let error = transition(LoopState::Closed, &Action::Acknowledge).unwrap_err();
-        assert_eq!(error.to_string(), "cannot acknowledge a loop that is closed");
+        assert_eq!(
+            error.to_string(),
+            "cannot acknowledge a loop that is closed"
+        );
         assert!(transition(LoopState::Open, &Action::Reopen).is_err());
         assert!(transition(LoopState::Resolved, &Action::Start).is_err());
         assert!(transition(LoopState::Open, &Action::Verified).is_err());
@@ -335,11 +356,26 @@ mod tests {
 
     #[test]
     fn operators_may_resolve_from_open_or_acknowledged_and_close_from_any_live_state() {
-        assert_eq!(transition(LoopState::Open, &Action::Resolve), Ok(LoopState::Resolved));
-        assert_eq!(transition(LoopState::Acknowledged, &Action::Resolve), Ok(LoopState::Resolved));
-        for state in LoopState::ALL.into_iter().filter(|state| *state != LoopState::Closed) {
-            let close = Action::Close { reason: CloseReason::WontFix };
-            assert_eq!(transition(state, &close), Ok(LoopState::Closed), "from {state}");
+        assert_eq!(
+            transition(LoopState::Open, &Action::Resolve),
+            Ok(LoopState::Resolved)
+        );
+        assert_eq!(
+            transition(LoopState::Acknowledged, &Action::Resolve),
+            Ok(LoopState::Resolved)
+        );
+        for state in LoopState::ALL
+            .into_iter()
+            .filter(|state| *state != LoopState::Closed)
+        {
+            let close = Action::Close {
+                reason: CloseReason::WontFix,
+            };
+            assert_eq!(
+                transition(state, &close),
+                Ok(LoopState::Closed),
+                "from {state}"
+            );
         }
     }
 
@@ -357,8 +393,14 @@ mod tests {
 
     #[test]
     fn loop_ids_derive_from_key_and_generation() {
-        assert_eq!(loop_id("account:a:billing", 1), loop_id("account:a:billing", 1));
-        assert_ne!(loop_id("account:a:billing", 1), loop_id("account:a:billing", 2));
+        assert_eq!(
+            loop_id("account:a:billing", 1),
+            loop_id("account:a:billing", 1)
+        );
+        assert_ne!(
+            loop_id("account:a:billing", 1),
+            loop_id("account:a:billing", 2)
+        );
         assert!(loop_id("k", 1).starts_with("lp_"));
     }
 

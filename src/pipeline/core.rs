@@ -15,7 +15,8 @@ use crate::decode::{self, Rejection, RejectionCode};
 use crate::detect::{DetectorState, Detectors, RepeatKey, Signal};
 use crate::domain::{AccountId, AccountUpserted, Event, EventData, Millis};
 use crate::loops::{
-    loop_id, priority_for, transition, Action, CloseReason, EvidenceRow, HistoryRow, LoopRecord, LoopState,
+    loop_id, priority_for, transition, Action, CloseReason, EvidenceRow, HistoryRow, LoopRecord,
+    LoopState,
 };
 use crate::route::{Account, RouteDecision, RouteInput, Router, RouterState};
 use crate::tag::{Tagger, Tagging};
@@ -238,7 +239,10 @@ pub struct Core {
 }
 
 enum Placement {
-    Open { generation: u32, predecessor: Option<String> },
+    Open {
+        generation: u32,
+        predecessor: Option<String>,
+    },
     Join(String),
     Reopen(String),
 }
@@ -249,7 +253,9 @@ impl Core {
         let mut sla = BTreeMap::new();
         for (name, policy) in &config.routes.sla {
             let (Ok(ack), Ok(resolve)) = (policy.ack_within(), policy.resolve_within()) else {
-                return Err(vec![format!("routes: sla `{name}` has an invalid duration")]);
+                return Err(vec![format!(
+                    "routes: sla `{name}` has an invalid duration"
+                )]);
             };
             sla.insert(
                 name.clone(),
@@ -292,7 +298,12 @@ impl Core {
     }
 
     /// Processes `entries` (in log order) against `state`, updating it and returning the effects.
-    pub fn process_batch(&self, state: &mut CoreState, entries: &[LogEntry], clock: BatchClock) -> BatchEffects {
+    pub fn process_batch(
+        &self,
+        state: &mut CoreState,
+        entries: &[LogEntry],
+        clock: BatchClock,
+    ) -> BatchEffects {
         let mut effects = BatchEffects::default();
         for entry in entries {
             match entry.kind {
@@ -328,24 +339,42 @@ impl Core {
         effects
     }
 
-    fn process_event(&self, state: &mut CoreState, event: &Event, now: Millis, effects: &mut BatchEffects) {
+    fn process_event(
+        &self,
+        state: &mut CoreState,
+        event: &Event,
+        now: Millis,
+        effects: &mut BatchEffects,
+    ) {
         if let EventData::AccountUpserted(update) = &event.data {
             let merged = merge_account(state.accounts.get(&update.account_id), update);
-            effects.accounts.insert(merged.account_id.clone(), merged.clone());
+            effects
+                .accounts
+                .insert(merged.account_id.clone(), merged.clone());
             state.accounts.insert(merged.account_id.clone(), merged);
             return;
         }
         let tagging = self.tagger.tag(&event.data);
         for tag_match in &tagging.matches {
-            *effects.stats.tags_applied.entry(tag_match.tag.clone()).or_default() += 1;
+            *effects
+                .stats
+                .tags_applied
+                .entry(tag_match.tag.clone())
+                .or_default() += 1;
         }
         let detection = self.detectors.detect(event, &tagging, &state.detectors);
         if let Some(update) = detection.repeat_update {
-            effects.repeat_windows.insert(update.key.clone(), update.times.clone());
+            effects
+                .repeat_windows
+                .insert(update.key.clone(), update.times.clone());
             state.detectors.apply(update);
         }
         for signal in &detection.signals {
-            *effects.stats.signals.entry(signal.detector.clone()).or_default() += 1;
+            *effects
+                .stats
+                .signals
+                .entry(signal.detector.clone())
+                .or_default() += 1;
             self.apply_signal(state, event, &tagging, signal, now, effects);
         }
     }
@@ -379,7 +408,8 @@ impl Core {
 
     fn priority(&self, signal: &Signal, account: Option<&Account>) -> (u8, String) {
         let tier = account.and_then(|account| account.tier.as_deref());
-        let raised = tier.is_some_and(|tier| self.raise_for_tiers.iter().any(|raised| raised == tier));
+        let raised =
+            tier.is_some_and(|tier| self.raise_for_tiers.iter().any(|raised| raised == tier));
         let priority = priority_for(signal.severity, raised);
         let reason = match (raised, tier) {
             (true, Some(tier)) => format!(
@@ -419,13 +449,18 @@ impl Core {
                 generation,
                 predecessor,
             } => {
-                let decision = self.router.route(&self.route_input(signal, account.as_ref()), &state.router);
+                let decision = self
+                    .router
+                    .route(&self.route_input(signal, account.as_ref()), &state.router);
                 state.router.apply(&decision);
                 if let Some((team, cursor)) = &decision.round_robin_advance {
                     effects.round_robin.insert(team.clone(), *cursor);
                 }
                 let id = loop_id(&key, generation);
-                let sla = decision.sla_policy.as_ref().and_then(|name| self.sla.get(name));
+                let sla = decision
+                    .sla_policy
+                    .as_ref()
+                    .and_then(|name| self.sla.get(name));
                 let record = LoopRecord {
                     id: id.clone(),
                     key: key.clone(),
@@ -475,7 +510,16 @@ impl Core {
                 ));
                 state.insert_loop(record);
                 let reason = format!("{}: {}", signal.detector, signal.reason);
-                push_history(state, effects, &id, now, SYSTEM_ACTOR, "open", None, Some(reason));
+                push_history(
+                    state,
+                    effects,
+                    &id,
+                    now,
+                    SYSTEM_ACTOR,
+                    "open",
+                    None,
+                    Some(reason),
+                );
                 (id, "opened")
             }
             Placement::Join(id) => {
@@ -487,8 +531,20 @@ impl Core {
                 record.updated_at = now;
                 let state_now = record.state;
                 if raised {
-                    let reason = format!("priority raised to P{priority} by {}: {}", signal.detector, signal.reason);
-                    push_history(state, effects, &id, now, SYSTEM_ACTOR, "escalate", Some(state_now), Some(reason));
+                    let reason = format!(
+                        "priority raised to P{priority} by {}: {}",
+                        signal.detector, signal.reason
+                    );
+                    push_history(
+                        state,
+                        effects,
+                        &id,
+                        now,
+                        SYSTEM_ACTOR,
+                        "escalate",
+                        Some(state_now),
+                        Some(reason),
+                    );
                 }
                 (id, "joined")
             }
@@ -497,14 +553,27 @@ impl Core {
                 let from = record.state;
                 record.apply_transition(&Action::Reopen, LoopState::Reopened, now);
                 record.priority = record.priority.min(priority);
-                if let Some((ack, resolve, _)) = record.sla_policy.as_ref().and_then(|name| self.sla.get(name)) {
+                if let Some((ack, resolve, _)) = record
+                    .sla_policy
+                    .as_ref()
+                    .and_then(|name| self.sla.get(name))
+                {
                     record.ack_due = Some(now + ack);
                     record.resolve_due = Some(now + resolve);
                     record.acknowledged_at = None;
                     record.breached = false;
                 }
                 let reason = format!("recurrence: {}: {}", signal.detector, signal.reason);
-                push_history(state, effects, &id, now, SYSTEM_ACTOR, "reopen", Some(from), Some(reason));
+                push_history(
+                    state,
+                    effects,
+                    &id,
+                    now,
+                    SYSTEM_ACTOR,
+                    "reopen",
+                    Some(from),
+                    Some(reason),
+                );
                 (id, "reopened")
             }
         };
@@ -514,7 +583,11 @@ impl Core {
         record.last_signal_at = record.last_signal_at.max(signal.time);
         let queue = record.queue.clone();
         effects.loops.insert(loop_id.clone(), record.clone());
-        *effects.stats.loop_changes.entry((queue, outcome)).or_default() += 1;
+        *effects
+            .stats
+            .loop_changes
+            .entry((queue, outcome))
+            .or_default() += 1;
         effects.stats.event_to_loop_millis.push(now - event.time);
         let reference = reference_json(event);
         effects.evidence.push(EvidenceRow {
@@ -575,17 +648,33 @@ impl Core {
         effects.loops.insert(record.id.clone(), record.clone());
         let mut reason = request.note.clone();
         match &request.action {
-            Action::Close { reason: close_reason } => {
-                *effects.stats.loop_changes.entry((queue, "closed")).or_default() += 1;
-                let note = reason.take().map(|note| format!(": {note}")).unwrap_or_default();
+            Action::Close {
+                reason: close_reason,
+            } => {
+                *effects
+                    .stats
+                    .loop_changes
+                    .entry((queue, "closed"))
+                    .or_default() += 1;
+                let note = reason
+                    .take()
+                    .map(|note| format!(": {note}"))
+                    .unwrap_or_default();
                 reason = Some(format!("closed as {}{note}", close_reason.as_str()));
             }
             Action::Assign { owner } => {
-                let note = reason.take().map(|note| format!(": {note}")).unwrap_or_default();
+                let note = reason
+                    .take()
+                    .map(|note| format!(": {note}"))
+                    .unwrap_or_default();
                 reason = Some(format!("assigned to {owner}{note}"));
             }
             Action::Reopen => {
-                *effects.stats.loop_changes.entry((queue, "reopened")).or_default() += 1;
+                *effects
+                    .stats
+                    .loop_changes
+                    .entry((queue, "reopened"))
+                    .or_default() += 1;
             }
             _ => {}
         }
@@ -632,7 +721,9 @@ impl Core {
             } else {
                 match self.placement(state, &key, now) {
                     Placement::Open { generation, .. } => {
-                        let decision = self.router.route(&self.route_input(&signal, account), &router_state);
+                        let decision = self
+                            .router
+                            .route(&self.route_input(&signal, account), &router_state);
                         router_state.apply(&decision);
                         let id = loop_id(&key, generation);
                         let sla = decision
@@ -656,7 +747,11 @@ impl Core {
                         let record = &state.loops[&id];
                         ExplainedSignal {
                             loop_key: key.clone(),
-                            outcome: if record.state.is_active() { "join" } else { "reopen" },
+                            outcome: if record.state.is_active() {
+                                "join"
+                            } else {
+                                "reopen"
+                            },
                             loop_id: id.clone(),
                             queue: record.queue.clone(),
                             owner: record.owner.clone(),
@@ -674,7 +769,11 @@ impl Core {
             };
             planned.insert(
                 key,
-                (explained.loop_id.clone(), explained.queue.clone(), explained.owner.clone()),
+                (
+                    explained.loop_id.clone(),
+                    explained.queue.clone(),
+                    explained.owner.clone(),
+                ),
             );
             signals.push(explained);
         }
@@ -723,7 +822,10 @@ fn push_history(
     from_state: Option<LoopState>,
     reason: Option<String>,
 ) {
-    let record = state.loops.get_mut(loop_id).expect("history is written for known loops");
+    let record = state
+        .loops
+        .get_mut(loop_id)
+        .expect("history is written for known loops");
     let seq = record.history_len;
     record.history_len += 1;
     effects.loops.insert(record.id.clone(), record.clone());
@@ -753,7 +855,10 @@ pub fn merge_account(known: Option<&Account>, update: &AccountUpserted) -> Accou
         region: update.region.clone().or_else(|| known.region.clone()),
         segment: update.segment.clone().or_else(|| known.segment.clone()),
         csm: update.csm.clone().or_else(|| known.csm.clone()),
-        lifecycle_stage: update.lifecycle_stage.clone().or_else(|| known.lifecycle_stage.clone()),
+        lifecycle_stage: update
+            .lifecycle_stage
+            .clone()
+            .or_else(|| known.lifecycle_stage.clone()),
         started_at: update.started_at.or(known.started_at),
     }
 }
@@ -777,4 +882,3 @@ fn event_reference(event: &Event) -> EventReference<'_> {
         reference: reference_json(event),
     }
 }
-

@@ -53,7 +53,11 @@ impl Processor {
                 break;
             }
             let offset = self.state.lock().expect("core state lock").offset;
-            let entries = match self.storage.read_log(offset, self.settings.batch_size).await {
+            let entries = match self
+                .storage
+                .read_log(offset, self.settings.batch_size)
+                .await
+            {
                 Ok(entries) => entries,
                 Err(error) => {
                     tracing::error!(error = %error, "Failed to read the event log; retrying.");
@@ -69,7 +73,8 @@ impl Processor {
                 }
                 continue;
             }
-            let span = tracing::info_span!("batch", first_seq = entries[0].seq, size = entries.len());
+            let span =
+                tracing::info_span!("batch", first_seq = entries[0].seq, size = entries.len());
             let _entered = span.enter();
             let clock = match self.clock_mode {
                 ClockMode::Live => BatchClock::Live(now_millis()),
@@ -88,7 +93,9 @@ impl Processor {
             match self.storage.commit_batch(&effects, now_millis()).await {
                 Ok(()) => {
                     failures = 0;
-                    self.metrics.batch_commit_seconds.observe(started.elapsed().as_secs_f64());
+                    self.metrics
+                        .batch_commit_seconds
+                        .observe(started.elapsed().as_secs_f64());
                     self.metrics.batch_size.observe(batch_len as f64);
                     self.record(&effects);
                     crate::failpoint::hit("after_commit");
@@ -132,20 +139,38 @@ impl Processor {
     fn record(&self, effects: &BatchEffects) {
         let metrics = &self.metrics;
         for (tag, count) in &effects.stats.tags_applied {
-            metrics.tags_applied.with_label_values(&[tag]).inc_by(*count);
+            metrics
+                .tags_applied
+                .with_label_values(&[tag])
+                .inc_by(*count);
         }
         for (detector, count) in &effects.stats.signals {
-            metrics.signals.with_label_values(&[detector]).inc_by(*count);
+            metrics
+                .signals
+                .with_label_values(&[detector])
+                .inc_by(*count);
         }
         for ((queue, outcome), count) in &effects.stats.loop_changes {
-            metrics.loops.with_label_values(&[queue.as_str(), outcome]).inc_by(*count);
+            metrics
+                .loops
+                .with_label_values(&[queue.as_str(), outcome])
+                .inc_by(*count);
         }
         for latency in &effects.stats.event_to_loop_millis {
-            metrics.event_to_loop_seconds.observe(*latency as f64 / 1000.0);
+            metrics
+                .event_to_loop_seconds
+                .observe(*latency as f64 / 1000.0);
         }
         for failed in &effects.failed {
-            metrics.events_rejected.with_label_values(&[failed.rejection.code.as_str()]).inc();
-            tracing::warn!(seq = failed.seq, code = failed.rejection.code.as_str(), "A logged entry could not be processed and became a dead letter.");
+            metrics
+                .events_rejected
+                .with_label_values(&[failed.rejection.code.as_str()])
+                .inc();
+            tracing::warn!(
+                seq = failed.seq,
+                code = failed.rejection.code.as_str(),
+                "A logged entry could not be processed and became a dead letter."
+            );
         }
         metrics.processed_offset.set(effects.offset);
         if !effects.action_outcomes.is_empty() {

@@ -86,7 +86,13 @@ impl Router {
         let root_options = Inherited::default().with(root);
         let mut watchers: Vec<String> = Vec::new();
         let matched = self
-            .first_match_below(root, vec![root.name.as_str()], &root_options, input, &mut watchers)
+            .first_match_below(
+                root,
+                vec![root.name.as_str()],
+                &root_options,
+                input,
+                &mut watchers,
+            )
             .unwrap_or(Matched {
                 path: vec![root.name.as_str()],
                 options: root_options,
@@ -96,7 +102,12 @@ impl Router {
             push_unique(&mut watchers, watcher);
         }
         let Some(queue) = matched.options.queue else {
-            return self.unowned(path, watchers, matched.options.sla, "no route with a queue matched");
+            return self.unowned(
+                path,
+                watchers,
+                matched.options.sla,
+                "no route with a queue matched",
+            );
         };
         let (owner, resolution, advance) = self.resolve_owner(&matched.options, input, state);
         match owner {
@@ -107,7 +118,10 @@ impl Router {
                 owner_rule: matched.options.owner,
                 owner_resolution: resolution,
                 sla_policy: matched.options.sla.map(str::to_owned),
-                watchers: watchers.into_iter().filter(|watcher| watcher != queue).collect(),
+                watchers: watchers
+                    .into_iter()
+                    .filter(|watcher| watcher != queue)
+                    .collect(),
                 round_robin_advance: advance,
             },
             None => self.unowned(
@@ -178,14 +192,21 @@ impl Router {
                 Some(account) => match account.csm.as_deref().filter(|csm| !csm.is_empty()) {
                     Some(csm) => (
                         Some(csm.to_owned()),
-                        format!("CSM of account {} from the account directory", account.account_id),
+                        format!(
+                            "CSM of account {} from the account directory",
+                            account.account_id
+                        ),
                         None,
                     ),
                     None => fallback(format!("account {} has no CSM", account.account_id)),
                 },
             },
             Some(OwnerRule::Fixed) => match options.fixed_owner {
-                Some(owner) => (Some(owner.to_owned()), "fixed owner of the route".to_owned(), None),
+                Some(owner) => (
+                    Some(owner.to_owned()),
+                    "fixed owner of the route".to_owned(),
+                    None,
+                ),
                 None => fallback("route has no fixed_owner".to_owned()),
             },
             Some(OwnerRule::RoundRobin) => {
@@ -260,9 +281,13 @@ fn matches(route: &RouteConfig, input: &RouteInput<'_>) -> bool {
     };
     (matchers.kind.is_empty() || matchers.kind.contains(&input.kind))
         && (matchers.tag_prefix.is_empty()
-            || matchers.tag_prefix.iter().any(|prefix| tag_has_prefix(input.tag, prefix)))
+            || matchers
+                .tag_prefix
+                .iter()
+                .any(|prefix| tag_has_prefix(input.tag, prefix)))
         && (matchers.severity.is_empty() || matchers.severity.contains(&input.severity))
-        && (matchers.detector.is_empty() || matchers.detector.iter().any(|name| name == input.detector))
+        && (matchers.detector.is_empty()
+            || matchers.detector.iter().any(|name| name == input.detector))
         && account_field(&matchers.tier, |account| account.tier.as_ref())
         && account_field(&matchers.segment, |account| account.segment.as_ref())
         && account_field(&matchers.region, |account| account.region.as_ref())
@@ -323,7 +348,10 @@ mod tests {
             &input("billing.invoice-error", Severity::High, Some(&account)),
             &RouterState::default(),
         );
-        assert_eq!(decision.path, vec!["root", "enterprise", "enterprise-critical"]);
+        assert_eq!(
+            decision.path,
+            vec!["root", "enterprise", "enterprise-critical"]
+        );
         assert_eq!(decision.queue, "cs-enterprise");
         assert_eq!(decision.sla_policy.as_deref(), Some("urgent"));
         assert_eq!(decision.watchers, vec!["cs-enterprise-lead"]);
@@ -337,7 +365,10 @@ mod tests {
             &RouterState::default(),
         );
         assert_eq!(decision.queue, "cs-retention");
-        assert!(decision.watchers.contains(&"cs-enterprise".to_owned()), "{decision:?}");
+        assert!(
+            decision.watchers.contains(&"cs-enterprise".to_owned()),
+            "{decision:?}"
+        );
     }
 
     #[test]
@@ -347,16 +378,25 @@ mod tests {
         let mut state = RouterState::default();
         let mut owners = Vec::new();
         for _ in 0..4 {
-            let decision = router.route(&input("performance.slow", Severity::Medium, Some(&account)), &state);
+            let decision = router.route(
+                &input("performance.slow", Severity::Medium, Some(&account)),
+                &state,
+            );
             owners.push(decision.owner.clone());
             state.apply(&decision);
         }
-        assert_eq!(owners, vec!["hugo.silva", "ines.moreau", "jonas.berg", "hugo.silva"]);
+        assert_eq!(
+            owners,
+            vec!["hugo.silva", "ines.moreau", "jonas.berg", "hugo.silva"]
+        );
     }
 
     #[test]
     fn an_unknown_account_matches_no_tier_route_and_lands_in_unowned() {
-        let decision = router().route(&input("performance.slow", Severity::Medium, None), &RouterState::default());
+        let decision = router().route(
+            &input("performance.slow", Severity::Medium, None),
+            &RouterState::default(),
+        );
         assert_eq!(decision.queue, UNOWNED);
         assert_eq!(decision.path, vec!["root"]);
         assert!(decision.owner_resolution.contains("unowned"));
@@ -365,7 +405,10 @@ mod tests {
     #[test]
     fn a_missing_csm_falls_back_to_the_default_owner() {
         let account = account("mid-market", None);
-        let decision = router().route(&input("performance.slow", Severity::Medium, Some(&account)), &RouterState::default());
+        let decision = router().route(
+            &input("performance.slow", Severity::Medium, Some(&account)),
+            &RouterState::default(),
+        );
         assert_eq!(decision.queue, "cs-mid-market");
         assert_eq!(decision.owner, "cs-growth-lead");
         assert!(decision.owner_resolution.contains("no CSM"));
@@ -373,7 +416,10 @@ mod tests {
 
     #[test]
     fn a_churn_signal_for_an_unknown_account_still_routes_with_the_default_owner() {
-        let decision = router().route(&input("churn.competitor", Severity::Critical, None), &RouterState::default());
+        let decision = router().route(
+            &input("churn.competitor", Severity::Critical, None),
+            &RouterState::default(),
+        );
         assert_eq!(decision.queue, "cs-retention");
         assert_eq!(decision.owner, "cs-retention-lead");
         assert!(decision.owner_resolution.contains("not in the directory"));

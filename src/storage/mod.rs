@@ -141,7 +141,11 @@ pub trait Storage: Send + Sync + 'static {
     async fn load_state(&self) -> Result<CoreState, StorageError>;
 
     /// Commits one batch's effects and the processor's new offset together.
-    async fn commit_batch(&self, effects: &BatchEffects, committed_at: Millis) -> Result<(), StorageError>;
+    async fn commit_batch(
+        &self,
+        effects: &BatchEffects,
+        committed_at: Millis,
+    ) -> Result<(), StorageError>;
 
     /// Deletes processed log entries and dead letters received before `cutoff`.
     async fn purge(&self, cutoff: Millis) -> Result<PurgeCounts, StorageError>;
@@ -150,8 +154,16 @@ pub trait Storage: Send + Sync + 'static {
     async fn list_loops(&self, filter: &LoopFilter) -> Result<LoopPage, StorageError>;
     async fn loop_detail(&self, id: &str) -> Result<Option<LoopDetail>, StorageError>;
     async fn loop_record(&self, id: &str) -> Result<Option<LoopRecord>, StorageError>;
-    async fn account_view(&self, account_id: &str, signal_limit: u32) -> Result<AccountView, StorageError>;
-    async fn dead_letters(&self, limit: u32, before: Option<i64>) -> Result<Vec<DeadLetterRow>, StorageError>;
+    async fn account_view(
+        &self,
+        account_id: &str,
+        signal_limit: u32,
+    ) -> Result<AccountView, StorageError>;
+    async fn dead_letters(
+        &self,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<Vec<DeadLetterRow>, StorageError>;
     /// Every loop with its trace, history and evidence, sorted by key and generation.
     async fn export(&self) -> Result<Vec<LoopDetail>, StorageError>;
     /// Cheap round trip for readiness.

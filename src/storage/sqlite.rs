@@ -11,13 +11,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite};
 
 use super::{
-    AccountView, AppendEntry, AppendOutcome, DeadLetterRow, LoopDetail, LoopFilter, LoopPage, NewDeadLetter,
-    PurgeCounts, QueueSummary, Storage, StorageError, MAX_DEAD_LETTER_PAYLOAD,
+    AccountView, AppendEntry, AppendOutcome, DeadLetterRow, LoopDetail, LoopFilter, LoopPage,
+    NewDeadLetter, PurgeCounts, QueueSummary, Storage, StorageError, MAX_DEAD_LETTER_PAYLOAD,
 };
 use crate::config::settings::Synchronous;
 use crate::detect::RepeatKey;
@@ -37,7 +38,10 @@ pub struct SqliteStorage {
 
 impl SqliteStorage {
     /// Opens (creating if missing) the database at `path` and runs the migrations.
-    pub async fn open(path: &Path, synchronous: Synchronous) -> Result<SqliteStorage, StorageError> {
+    pub async fn open(
+        path: &Path,
+        synchronous: Synchronous,
+    ) -> Result<SqliteStorage, StorageError> {
         let synchronous = match synchronous {
             Synchronous::Off => SqliteSynchronous::Off,
             Synchronous::Normal => SqliteSynchronous::Normal,
@@ -50,7 +54,9 @@ impl SqliteStorage {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(synchronous)
             .busy_timeout(Duration::from_secs(30))
-            .pragma("cache_size", "-65536")
+            // 16 MiB of page cache per connection (five connections): enough for the hot indexes while
+            // keeping the embedded mode's resident memory small.
+            .pragma("cache_size", "-16384")
             .pragma("temp_store", "memory")
             .disable_statement_logging();
         let writer = SqlitePoolOptions::new()
@@ -105,7 +111,10 @@ fn history_from_row(row: &SqliteRow) -> Result<HistoryRow, StorageError> {
     })
 }
 
-fn json_from_row<T: serde::de::DeserializeOwned>(row: &SqliteRow, what: &str) -> Result<T, StorageError> {
+fn json_from_row<T: serde::de::DeserializeOwned>(
+    row: &SqliteRow,
+    what: &str,
+) -> Result<T, StorageError> {
     let text: String = row.try_get("record")?;
     serde_json::from_str(&text).map_err(|error| corrupt(what, error))
 }
@@ -126,7 +135,10 @@ fn insert_dead_letters<'a>(
             .push_bind(&dead_letter.event_id)
             .push_bind(&dead_letter.code)
             .push_bind(&dead_letter.message)
-            .push_bind(super::truncate_to(&dead_letter.payload, MAX_DEAD_LETTER_PAYLOAD));
+            .push_bind(super::truncate_to(
+                &dead_letter.payload,
+                MAX_DEAD_LETTER_PAYLOAD,
+            ));
     });
 }
 
@@ -223,19 +235,26 @@ impl Storage for SqliteStorage {
 
     async fn load_state(&self) -> Result<CoreState, StorageError> {
         let mut state = CoreState::default();
-        if let Some(row) = sqlx::query("SELECT offset_seq, clock FROM processor_state WHERE name = ?")
-            .bind(PROCESSOR)
-            .fetch_optional(&self.writer)
-            .await?
+        if let Some(row) =
+            sqlx::query("SELECT offset_seq, clock FROM processor_state WHERE name = ?")
+                .bind(PROCESSOR)
+                .fetch_optional(&self.writer)
+                .await?
         {
             state.offset = row.try_get("offset_seq")?;
             state.clock = row.try_get("clock")?;
         }
-        for row in sqlx::query("SELECT record FROM accounts").fetch_all(&self.writer).await? {
+        for row in sqlx::query("SELECT record FROM accounts")
+            .fetch_all(&self.writer)
+            .await?
+        {
             let account: Account = json_from_row(&row, "account")?;
             state.accounts.insert(account.account_id.clone(), account);
         }
-        for row in sqlx::query("SELECT record FROM loops").fetch_all(&self.writer).await? {
+        for row in sqlx::query("SELECT record FROM loops")
+            .fetch_all(&self.writer)
+            .await?
+        {
             state.insert_loop(loop_from_row(&row)?);
         }
         for row in sqlx::query("SELECT account_id, tag, times FROM repeat_windows")
@@ -243,28 +262,42 @@ impl Storage for SqliteStorage {
             .await?
         {
             let account_id: String = row.try_get("account_id")?;
-            let account_id = AccountId::parse(&account_id).map_err(|error| corrupt("repeat window", error))?;
+            let account_id =
+                AccountId::parse(&account_id).map_err(|error| corrupt("repeat window", error))?;
             let times: String = row.try_get("times")?;
-            let times: Vec<Millis> = serde_json::from_str(&times).map_err(|error| corrupt("repeat window", error))?;
+            let times: Vec<Millis> =
+                serde_json::from_str(&times).map_err(|error| corrupt("repeat window", error))?;
             state
                 .detectors
                 .repeat_tickets
                 .insert((account_id, row.try_get("tag")?), times);
         }
-        for row in sqlx::query("SELECT team, cursor FROM round_robin").fetch_all(&self.writer).await? {
+        for row in sqlx::query("SELECT team, cursor FROM round_robin")
+            .fetch_all(&self.writer)
+            .await?
+        {
             let cursor: i64 = row.try_get("cursor")?;
-            state.router.round_robin.insert(row.try_get("team")?, cursor as u64);
+            state
+                .router
+                .round_robin
+                .insert(row.try_get("team")?, cursor as u64);
         }
         Ok(state)
     }
 
-    async fn commit_batch(&self, effects: &BatchEffects, committed_at: Millis) -> Result<(), StorageError> {
+    async fn commit_batch(
+        &self,
+        effects: &BatchEffects,
+        committed_at: Millis,
+    ) -> Result<(), StorageError> {
         let mut transaction = self.writer.begin().await?;
         let accounts: Vec<&Account> = effects.accounts.values().collect();
         for chunk in accounts.chunks(ROWS_PER_STATEMENT) {
-            let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new("INSERT INTO accounts (account_id, record) ");
+            let mut builder: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO accounts (account_id, record) ");
             builder.push_values(chunk, |mut row, account| {
-                row.push_bind(account.account_id.as_str()).push_bind(to_json(account));
+                row.push_bind(account.account_id.as_str())
+                    .push_bind(to_json(account));
             });
             builder.push(" ON CONFLICT (account_id) DO UPDATE SET record = excluded.record");
             builder.build().execute(&mut *transaction).await?;
@@ -324,14 +357,17 @@ impl Storage for SqliteStorage {
             builder.build().execute(&mut *transaction).await?;
         }
         for chunk in effects.evidence.chunks(ROWS_PER_STATEMENT) {
-            let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new("INSERT INTO loop_evidence (loop_id, record) ");
+            let mut builder: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO loop_evidence (loop_id, record) ");
             builder.push_values(chunk, |mut row, evidence| {
-                row.push_bind(&evidence.loop_id).push_bind(to_json(evidence));
+                row.push_bind(&evidence.loop_id)
+                    .push_bind(to_json(evidence));
             });
             builder.build().execute(&mut *transaction).await?;
         }
         for chunk in effects.signals.chunks(ROWS_PER_STATEMENT) {
-            let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new("INSERT INTO signals (account_id, time, record) ");
+            let mut builder: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO signals (account_id, time, record) ");
             builder.push_values(chunk, |mut row, signal| {
                 row.push_bind(&signal.account_id)
                     .push_bind(signal.time)
@@ -344,7 +380,9 @@ impl Storage for SqliteStorage {
             let mut builder: QueryBuilder<Sqlite> =
                 QueryBuilder::new("INSERT INTO repeat_windows (account_id, tag, times) ");
             builder.push_values(chunk, |mut row, ((account_id, tag), times)| {
-                row.push_bind(account_id.as_str()).push_bind(tag).push_bind(to_json(times));
+                row.push_bind(account_id.as_str())
+                    .push_bind(tag)
+                    .push_bind(to_json(times));
             });
             builder.push(" ON CONFLICT (account_id, tag) DO UPDATE SET times = excluded.times");
             builder.build().execute(&mut *transaction).await?;
@@ -392,11 +430,12 @@ impl Storage for SqliteStorage {
 
     async fn purge(&self, cutoff: Millis) -> Result<PurgeCounts, StorageError> {
         let mut transaction = self.writer.begin().await?;
-        let offset: i64 = sqlx::query_scalar("SELECT offset_seq FROM processor_state WHERE name = ?")
-            .bind(PROCESSOR)
-            .fetch_optional(&mut *transaction)
-            .await?
-            .unwrap_or(0);
+        let offset: i64 =
+            sqlx::query_scalar("SELECT offset_seq FROM processor_state WHERE name = ?")
+                .bind(PROCESSOR)
+                .fetch_optional(&mut *transaction)
+                .await?
+                .unwrap_or(0);
         let events = sqlx::query("DELETE FROM event_log WHERE seq <= ? AND received_at < ?")
             .bind(offset)
             .bind(cutoff)
@@ -409,7 +448,10 @@ impl Storage for SqliteStorage {
             .await?
             .rows_affected();
         transaction.commit().await?;
-        Ok(PurgeCounts { events, dead_letters })
+        Ok(PurgeCounts {
+            events,
+            dead_letters,
+        })
     }
 
     async fn queues(&self) -> Result<Vec<QueueSummary>, StorageError> {
@@ -435,14 +477,19 @@ impl Storage for SqliteStorage {
             summary.counts.insert(state, loops as u64);
             summary.breached += row.try_get::<Option<i64>, _>("breached")?.unwrap_or(0) as u64;
             if let Some(oldest) = row.try_get::<Option<i64>, _>("oldest")? {
-                summary.oldest_open_at = Some(summary.oldest_open_at.map_or(oldest, |known| known.min(oldest)));
+                summary.oldest_open_at = Some(
+                    summary
+                        .oldest_open_at
+                        .map_or(oldest, |known| known.min(oldest)),
+                );
             }
         }
         Ok(summaries)
     }
 
     async fn list_loops(&self, filter: &LoopFilter) -> Result<LoopPage, StorageError> {
-        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT rowid, record FROM loops WHERE 1 = 1");
+        let mut builder: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT rowid, record FROM loops WHERE 1 = 1");
         if let Some(queue) = &filter.queue {
             builder.push(" AND queue = ").push_bind(queue);
         }
@@ -456,7 +503,10 @@ impl Storage for SqliteStorage {
             builder.push(" AND account_id = ").push_bind(account_id);
         }
         if let Some(tag) = &filter.tag {
-            let escaped = tag.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            let escaped = tag
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
             builder
                 .push(" AND (tag = ")
                 .push_bind(tag)
@@ -477,7 +527,11 @@ impl Storage for SqliteStorage {
             loops.push(loop_from_row(row)?);
             last_rowid = Some(row.try_get::<i64, _>("rowid")?);
         }
-        let next = if rows.len() > filter.limit as usize { last_rowid } else { None };
+        let next = if rows.len() > filter.limit as usize {
+            last_rowid
+        } else {
+            None
+        };
         Ok(LoopPage { loops, next })
     }
 
@@ -501,13 +555,14 @@ impl Storage for SqliteStorage {
             .iter()
             .map(history_from_row)
             .collect::<Result<Vec<_>, _>>()?;
-        let evidence = sqlx::query("SELECT record FROM loop_evidence WHERE loop_id = ? ORDER BY ordinal")
-            .bind(id)
-            .fetch_all(&self.reader)
-            .await?
-            .iter()
-            .map(|row| json_from_row::<EvidenceRow>(row, "evidence"))
-            .collect::<Result<Vec<_>, _>>()?;
+        let evidence =
+            sqlx::query("SELECT record FROM loop_evidence WHERE loop_id = ? ORDER BY ordinal")
+                .bind(id)
+                .fetch_all(&self.reader)
+                .await?
+                .iter()
+                .map(|row| json_from_row::<EvidenceRow>(row, "evidence"))
+                .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(LoopDetail {
             record,
             trace,
@@ -526,7 +581,11 @@ impl Storage for SqliteStorage {
             .transpose()
     }
 
-    async fn account_view(&self, account_id: &str, signal_limit: u32) -> Result<AccountView, StorageError> {
+    async fn account_view(
+        &self,
+        account_id: &str,
+        signal_limit: u32,
+    ) -> Result<AccountView, StorageError> {
         let account = sqlx::query("SELECT record FROM accounts WHERE account_id = ?")
             .bind(account_id)
             .fetch_optional(&self.reader)
@@ -560,14 +619,16 @@ impl Storage for SqliteStorage {
         })
     }
 
-    async fn dead_letters(&self, limit: u32, before: Option<i64>) -> Result<Vec<DeadLetterRow>, StorageError> {
-        let rows = sqlx::query(
-            "SELECT * FROM dead_letters WHERE id < ? ORDER BY id DESC LIMIT ?",
-        )
-        .bind(before.unwrap_or(i64::MAX))
-        .bind(i64::from(limit))
-        .fetch_all(&self.reader)
-        .await?;
+    async fn dead_letters(
+        &self,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<Vec<DeadLetterRow>, StorageError> {
+        let rows = sqlx::query("SELECT * FROM dead_letters WHERE id < ? ORDER BY id DESC LIMIT ?")
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(DeadLetterRow {
@@ -594,7 +655,10 @@ impl Storage for SqliteStorage {
             .await?
         {
             let entry = history_from_row(&row)?;
-            history.entry(entry.loop_id.clone()).or_default().push(entry);
+            history
+                .entry(entry.loop_id.clone())
+                .or_default()
+                .push(entry);
         }
         let mut evidence: HashMap<String, Vec<EvidenceRow>> = HashMap::new();
         for row in sqlx::query("SELECT record FROM loop_evidence ORDER BY ordinal")
@@ -602,7 +666,10 @@ impl Storage for SqliteStorage {
             .await?
         {
             let entry: EvidenceRow = json_from_row(&row, "evidence")?;
-            evidence.entry(entry.loop_id.clone()).or_default().push(entry);
+            evidence
+                .entry(entry.loop_id.clone())
+                .or_default()
+                .push(entry);
         }
         let rows = sqlx::query("SELECT record, trace FROM loops ORDER BY key, generation")
             .fetch_all(&self.reader)
@@ -612,7 +679,9 @@ impl Storage for SqliteStorage {
                 let record = loop_from_row(row)?;
                 let trace: Option<String> = row.try_get("trace")?;
                 let trace = trace
-                    .map(|text| serde_json::from_str(&text).map_err(|error| corrupt("trace", error)))
+                    .map(|text| {
+                        serde_json::from_str(&text).map_err(|error| corrupt("trace", error))
+                    })
                     .transpose()?;
                 Ok(LoopDetail {
                     history: history.remove(&record.id).unwrap_or_default(),

@@ -24,12 +24,22 @@ pub struct TestApp {
 /// The embedded configuration with test overrides (`SIGLOOP__...` style pairs).
 pub fn config_with(db_path: &Path, overrides: &[(&str, &str)]) -> Config {
     let mut env: Vec<(String, String)> = vec![
-        ("SIGLOOP__SERVER__LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
-        ("SIGLOOP__PROCESSOR__BATCH_MILLIS".to_owned(), "5".to_owned()),
+        (
+            "SIGLOOP__SERVER__LISTEN".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ),
+        (
+            "SIGLOOP__PROCESSOR__BATCH_MILLIS".to_owned(),
+            "5".to_owned(),
+        ),
     ];
-    env.extend(overrides.iter().map(|(key, value)| ((*key).to_owned(), (*value).to_owned())));
-    let mut config =
-        Config::parse(&sigloop::config::ConfigSources::embedded(), env.into_iter()).expect("test config is valid");
+    env.extend(
+        overrides
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned())),
+    );
+    let mut config = Config::parse(&sigloop::config::ConfigSources::embedded(), env.into_iter())
+        .expect("test config is valid");
     config.settings.storage.path = db_path.to_owned();
     config
 }
@@ -45,7 +55,11 @@ impl TestApp {
         TestApp::spawn_on(directory, db_path, overrides).await
     }
 
-    pub async fn spawn_on(directory: tempfile::TempDir, db_path: PathBuf, overrides: &[(&str, &str)]) -> TestApp {
+    pub async fn spawn_on(
+        directory: tempfile::TempDir,
+        db_path: PathBuf,
+        overrides: &[(&str, &str)],
+    ) -> TestApp {
         let application = Application::build(config_with(&db_path, overrides))
             .await
             .expect("the application builds");
@@ -66,7 +80,10 @@ impl TestApp {
     pub async fn stop(mut self) -> (tempfile::TempDir, PathBuf) {
         self.shutdown.cancel();
         if let Some(handle) = self.handle.take() {
-            handle.await.expect("the app task joins").expect("the app stops cleanly");
+            handle
+                .await
+                .expect("the app task joins")
+                .expect("the app stops cleanly");
         }
         (self.directory, self.db_path)
     }
@@ -83,7 +100,12 @@ impl TestApp {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    pub async fn post_raw(&self, path: &str, content_type: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, Value) {
         let response = self
             .client
             .post(format!("{}{path}", self.address))
@@ -122,11 +144,15 @@ impl TestApp {
             .send()
             .await
             .expect("request is sent");
-        (response.status().as_u16(), response.text().await.unwrap_or_default())
+        (
+            response.status().as_u16(),
+            response.text().await.unwrap_or_default(),
+        )
     }
 
     pub async fn action(&self, loop_id: &str, body: Value) -> (u16, Value) {
-        self.post_json(&format!("/v1/loops/{loop_id}/actions"), &body).await
+        self.post_json(&format!("/v1/loops/{loop_id}/actions"), &body)
+            .await
     }
 
     pub async fn loops(&self, query: &str) -> Vec<Value> {
@@ -167,7 +193,12 @@ pub fn account(account_id: &str, tier: &str, csm: Option<&str>) -> Value {
     if let Some(csm) = csm {
         data["csm"] = json!(csm);
     }
-    event("account.upserted", &format!("account-{account_id}"), 0, data)
+    event(
+        "account.upserted",
+        &format!("account-{account_id}"),
+        0,
+        data,
+    )
 }
 
 pub fn nps(id: &str, account_id: &str, score: u8, minutes: i64, comment: Option<&str>) -> Value {
@@ -245,7 +276,10 @@ impl ServerProcess {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("the server exited before it was healthy: {status}");
             }
-            assert!(started.elapsed() < Duration::from_secs(30), "the server did not start");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the server did not start"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -257,7 +291,10 @@ impl ServerProcess {
             if let Some(status) = self.child.try_wait().expect("wait works") {
                 return status;
             }
-            assert!(started.elapsed() < Duration::from_secs(30), "the server did not die at its failpoint");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the server did not die at its failpoint"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -285,6 +322,10 @@ pub fn export(db_path: &Path) -> String {
         .env("SIGLOOP__LOG__LEVEL", "warn")
         .output()
         .expect("export runs");
-    assert!(output.status.success(), "export failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "export failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout).expect("export is UTF-8")
 }
