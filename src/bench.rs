@@ -34,6 +34,9 @@ pub struct BenchArgs {
     /// Concurrent HTTP connections.
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
+    /// SQLite `synchronous` of the server: full (the default, every 2xx survives power loss) or normal.
+    #[arg(long, default_value = "full")]
+    pub synchronous: String,
     /// Skip the end-to-end run (stage rates only).
     #[arg(long)]
     pub stages_only: bool,
@@ -83,7 +86,7 @@ async fn end_to_end(args: &BenchArgs, lines: &[String]) -> anyhow::Result<()> {
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--db"])
         .arg(&db)
-        .env("SIGLOOP__STORAGE__SYNCHRONOUS", "full")
+        .env("SIGLOOP__STORAGE__SYNCHRONOUS", &args.synchronous)
         .env("SIGLOOP__LOG__LEVEL", "warn")
         .stdout(Stdio::null())
         .kill_on_drop(true)
@@ -185,11 +188,12 @@ async fn end_to_end(args: &BenchArgs, lines: &[String]) -> anyhow::Result<()> {
     child.kill().await.ok();
     latencies.sort_by(f64::total_cmp);
     println!(
-        "end to end: {} events in {} requests of {} over {} connections, synchronous=FULL",
+        "end to end: {} events in {} requests of {} over {} connections, synchronous={}",
         lines.len(),
         request_count,
         args.batch_size,
-        args.connections
+        args.connections,
+        args.synchronous
     );
     println!(
         "  accepted into the durable log: {:.0} events/s ({:.2}s)",

@@ -29,7 +29,7 @@ CREATE TABLE accounts (
 );
 
 -- One row per loop generation. The indexed columns serve the API's filters; `record` holds the whole
--- row as the core keeps it; `trace` is written once, when the loop opens.
+-- row as the core keeps it.
 CREATE TABLE loops (
     id TEXT PRIMARY KEY,
     key TEXT NOT NULL,
@@ -45,12 +45,18 @@ CREATE TABLE loops (
     opened_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL,
     record TEXT NOT NULL,
-    trace TEXT,
     UNIQUE (key, generation)
 );
 CREATE INDEX loops_queue_state ON loops (queue, state);
 CREATE INDEX loops_account ON loops (account_id);
 CREATE INDEX loops_tag ON loops (tag);
+
+-- The decision trace, written once when the loop opens; kept apart so that the frequent updates of a
+-- loop row do not rewrite it.
+CREATE TABLE loop_traces (
+    loop_id TEXT PRIMARY KEY,
+    trace TEXT NOT NULL
+);
 
 CREATE TABLE loop_history (
     loop_id TEXT NOT NULL,

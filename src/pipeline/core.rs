@@ -21,6 +21,10 @@ use crate::loops::{
 use crate::route::{Account, RouteDecision, RouteInput, Router, RouterState};
 use crate::tag::{Tagger, Tagging};
 
+/// Tag matches kept with a loop's trace and evidence: the best-ranked ones. The primary tag is always
+/// first; the long tail of weak matches would only bloat every stored row.
+pub const STORED_TAG_MATCHES: usize = 5;
+
 /// The actor of changes the system makes itself.
 pub const SYSTEM_ACTOR: &str = "sigloop";
 
@@ -174,7 +178,10 @@ pub struct BatchEffects {
 #[derive(Debug, Clone, Serialize)]
 pub struct Trace<'a> {
     pub event: EventReference<'a>,
-    pub tags: &'a Tagging,
+    pub primary_tag: &'a str,
+    /// The best-ranked tag matches with their evidence (at most [`STORED_TAG_MATCHES`]).
+    pub tags: &'a [crate::tag::TagMatch],
+    pub tags_matched: usize,
     pub detector: &'a str,
     pub detector_reason: &'a str,
     pub severity: Severity,
@@ -494,7 +501,9 @@ impl Core {
                 };
                 let trace = Trace {
                     event: event_reference(event),
-                    tags: tagging,
+                    primary_tag: &tagging.primary,
+                    tags: stored_matches(tagging),
+                    tags_matched: tagging.matches.len(),
                     detector: &signal.detector,
                     detector_reason: &signal.reason,
                     severity: signal.severity,
@@ -601,7 +610,7 @@ impl Core {
             severity: signal.severity,
             reason: signal.reason.clone(),
             primary_tag: tagging.primary.clone(),
-            tags: serde_json::to_value(&tagging.matches).expect("tags serialize"),
+            tags: serde_json::to_value(stored_matches(tagging)).expect("tags serialize"),
             reference,
             outcome: match outcome {
                 "opened" => "open",
@@ -790,6 +799,10 @@ impl Core {
             config_version: self.config_version.clone(),
         }
     }
+}
+
+fn stored_matches(tagging: &Tagging) -> &[crate::tag::TagMatch] {
+    &tagging.matches[..tagging.matches.len().min(STORED_TAG_MATCHES)]
 }
 
 fn advance_clock(state: &mut CoreState, clock: BatchClock, entry_time: Millis) -> Millis {

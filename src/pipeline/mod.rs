@@ -29,6 +29,13 @@ pub fn now_millis() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// A batch whose commit is running.
+struct InFlight {
+    handle: tokio::task::JoinHandle<(BatchEffects, Result<(), crate::storage::StorageError>)>,
+    started: Instant,
+    batch_len: usize,
+}
+
 pub struct Processor {
     pub core: Arc<Core>,
     pub state: Arc<Mutex<CoreState>>,
@@ -45,14 +52,21 @@ pub struct Processor {
 
 impl Processor {
     /// Runs until `shutdown`; a batch in flight is finished and committed before it returns.
+    ///
+    /// Commits are pipelined: while batch k commits (on SQLite's thread), batch k+1 is read and
+    /// processed against the in-memory state that already holds k's effects. Commits stay in log
+    /// order, one at a time; if one fails, the batch processed behind it is dropped with the rest of
+    /// the in-memory state, which is reloaded from the last commit.
     pub async fn run(self, shutdown: CancellationToken) {
         let idle = Duration::from_millis(self.settings.batch_millis.max(1));
         let mut failures: u32 = 0;
+        let mut in_flight: Option<InFlight> = None;
         loop {
             if shutdown.is_cancelled() {
                 break;
             }
             let offset = self.state.lock().expect("core state lock").offset;
+            let read_started = Instant::now();
             let entries = match self
                 .storage
                 .read_log(offset, self.settings.batch_size)
@@ -61,11 +75,25 @@ impl Processor {
                 Ok(entries) => entries,
                 Err(error) => {
                     tracing::error!(error = %error, "Failed to read the event log; retrying.");
+                    if let Some(commit) = in_flight.take() {
+                        if !self.finish(commit).await {
+                            self.reload().await;
+                        }
+                    }
                     self.back_off(&mut failures, &shutdown).await;
                     continue;
                 }
             };
             if entries.is_empty() {
+                if let Some(commit) = in_flight.take() {
+                    if self.finish(commit).await {
+                        failures = 0;
+                    } else {
+                        self.reload().await;
+                        self.back_off(&mut failures, &shutdown).await;
+                    }
+                    continue;
+                }
                 tokio::select! {
                     _ = self.appended.notified() => {}
                     _ = tokio::time::sleep(idle) => {}
@@ -75,7 +103,7 @@ impl Processor {
             }
             let span =
                 tracing::info_span!("batch", first_seq = entries[0].seq, size = entries.len());
-            let _entered = span.enter();
+            let read_elapsed = read_started.elapsed();
             let clock = match self.clock_mode {
                 ClockMode::Live => BatchClock::Live(now_millis()),
                 ClockMode::EventTime => BatchClock::EventTime,
@@ -83,32 +111,74 @@ impl Processor {
             let core = Arc::clone(&self.core);
             let state = Arc::clone(&self.state);
             let batch_len = entries.len();
+            let process_started = Instant::now();
             let effects = tokio::task::spawn_blocking(move || {
                 let mut state = state.lock().expect("core state lock");
                 core.process_batch(&mut state, &entries, clock)
             })
             .await
             .expect("the pure core does not panic");
-            let started = Instant::now();
-            match self.storage.commit_batch(&effects, now_millis()).await {
-                Ok(()) => {
-                    failures = 0;
-                    self.metrics
-                        .batch_commit_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                    self.metrics.batch_size.observe(batch_len as f64);
-                    self.record(&effects);
-                    crate::failpoint::hit("after_commit");
-                    self.committed.send_replace(effects.offset);
-                }
-                Err(error) => {
-                    tracing::error!(error = %error, "Failed to commit a batch; reloading the committed state and retrying.");
+            let process_elapsed = process_started.elapsed();
+            if let Some(commit) = in_flight.take() {
+                if !self.finish(commit).await {
+                    // This batch was processed on top of effects that did not commit: drop both.
                     self.reload().await;
                     self.back_off(&mut failures, &shutdown).await;
+                    continue;
                 }
+                failures = 0;
             }
+            {
+                let _entered = span.enter();
+                tracing::debug!(
+                    read_ms = read_elapsed.as_secs_f64() * 1000.0,
+                    process_ms = process_elapsed.as_secs_f64() * 1000.0,
+                    "Processed a batch; committing it."
+                );
+            }
+            let storage = Arc::clone(&self.storage);
+            let started = Instant::now();
+            let handle = tokio::spawn(async move {
+                let result = storage.commit_batch(&effects, now_millis()).await;
+                (effects, result)
+            });
+            in_flight = Some(InFlight {
+                handle,
+                started,
+                batch_len,
+            });
+        }
+        if let Some(commit) = in_flight.take() {
+            self.finish(commit).await;
         }
         tracing::info!("The processor stopped after its last committed batch.");
+    }
+
+    /// Waits for a commit; on success publishes its offset. False when it failed.
+    async fn finish(&self, commit: InFlight) -> bool {
+        let (effects, result) = match commit.handle.await {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                tracing::error!(error = %error, "A batch commit task failed.");
+                return false;
+            }
+        };
+        match result {
+            Ok(()) => {
+                self.metrics
+                    .batch_commit_seconds
+                    .observe(commit.started.elapsed().as_secs_f64());
+                self.metrics.batch_size.observe(commit.batch_len as f64);
+                self.record(&effects);
+                crate::failpoint::hit("after_commit");
+                self.committed.send_replace(effects.offset);
+                true
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "Failed to commit a batch; reloading the committed state and retrying.");
+                false
+            }
+        }
     }
 
     /// The in-memory state ran ahead of a failed commit: put the committed one back.

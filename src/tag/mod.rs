@@ -283,7 +283,6 @@ impl Tagger {
         // process, keeps every search on the DFA.
         let regex_set = match RegexSetBuilder::new(&regex_sources)
             .dfa_size_limit(32 << 20)
-            .size_limit(64 << 20)
             .build()
         {
             Ok(regex_set) => regex_set,
