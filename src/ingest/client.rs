@@ -43,29 +43,25 @@ pub async fn send_ndjson(
     );
     let mut totals = IngestTotals::default();
     let mut batch = String::new();
-    let mut batch_lines = 0usize;
-    let mut first_line = 1usize;
-    let mut line_number = 0usize;
-    for line in reader.lines() {
+    // The file line of each event in the batch: blank lines are not sent, so the server's indexes
+    // count only events.
+    let mut batch_lines: Vec<usize> = Vec::with_capacity(batch_size);
+    for (index, line) in reader.lines().enumerate() {
         let line = line.context("Failed to read the input")?;
-        line_number += 1;
         if line.trim().is_empty() {
             continue;
         }
-        if batch_lines == 0 {
-            first_line = line_number;
-        }
         batch.push_str(&line);
         batch.push('\n');
-        batch_lines += 1;
-        if batch_lines >= batch_size {
-            send(&client, &url, &batch, first_line, &mut totals).await?;
+        batch_lines.push(index + 1);
+        if batch_lines.len() >= batch_size {
+            send(&client, &url, &batch, &batch_lines, &mut totals).await?;
             batch.clear();
-            batch_lines = 0;
+            batch_lines.clear();
         }
     }
-    if batch_lines > 0 {
-        send(&client, &url, &batch, first_line, &mut totals).await?;
+    if !batch_lines.is_empty() {
+        send(&client, &url, &batch, &batch_lines, &mut totals).await?;
     }
     Ok(totals)
 }
@@ -74,7 +70,7 @@ async fn send(
     client: &reqwest::Client,
     url: &str,
     body: &str,
-    first_line: usize,
+    line_numbers: &[usize],
     totals: &mut IngestTotals,
 ) -> anyhow::Result<()> {
     let mut attempt = 0;
@@ -113,7 +109,7 @@ async fn send(
         let index = rejected["index"].as_u64().unwrap_or(0) as usize;
         eprintln!(
             "line {}: {} {}",
-            first_line + index,
+            line_numbers.get(index).copied().unwrap_or(0),
             rejected["code"].as_str().unwrap_or("?"),
             rejected["message"].as_str().unwrap_or("")
         );

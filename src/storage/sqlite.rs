@@ -54,8 +54,8 @@ impl SqliteStorage {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(synchronous)
             .busy_timeout(Duration::from_secs(30))
-            // 16 MiB of page cache per connection (five connections): enough for the hot indexes while
-            // keeping the embedded mode's resident memory small.
+            // 16 MiB of page cache for the writer, 8 MiB for each reader (below): enough for the hot
+            // indexes while keeping the embedded mode's resident memory small.
             .pragma("cache_size", "-16384")
             .pragma("temp_store", "memory")
             // Checkpoint every ~40 MB of WAL instead of every 4 MB: the hot pages (loop indexes,
@@ -73,7 +73,7 @@ impl SqliteStorage {
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(60))
-            .connect_with(options.read_only(true))
+            .connect_with(options.read_only(true).pragma("cache_size", "-8192"))
             .await?;
         Ok(SqliteStorage { writer, reader })
     }
