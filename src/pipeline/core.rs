@@ -417,16 +417,21 @@ impl Core {
         let tier = account.and_then(|account| account.tier.as_deref());
         let raised =
             tier.is_some_and(|tier| self.raise_for_tiers.iter().any(|raised| raised == tier));
+        let base = priority_for(signal.severity, false);
         let priority = priority_for(signal.severity, raised);
-        let reason = match (raised, tier) {
-            (true, Some(tier)) => format!(
-                "severity {} gives P{}, raised one level for tier {tier}",
-                signal.severity.as_str(),
-                priority + 1
-            ),
-            _ => format!("severity {} gives P{priority}", signal.severity.as_str()),
+        let severity = signal.severity.as_str();
+        let reason = match tier {
+            Some(tier) if priority < base => {
+                format!("severity {severity} gives P{base}, raised to P{priority} for tier {tier}")
+            }
+            Some(tier) if raised => {
+                format!(
+                    "severity {severity} gives P{base}, already the most urgent for tier {tier}"
+                )
+            }
+            _ => format!("severity {severity} gives P{base}"),
         };
-        (priority.min(4), reason)
+        (priority, reason)
     }
 
     fn route_input<'a>(&self, signal: &'a Signal, account: Option<&'a Account>) -> RouteInput<'a> {
@@ -895,3 +900,6 @@ fn event_reference(event: &Event) -> EventReference<'_> {
         reference: reference_json(event),
     }
 }
+
+#[cfg(test)]
+mod tests;

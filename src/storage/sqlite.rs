@@ -508,16 +508,16 @@ impl Storage for SqliteStorage {
             builder.push(" AND account_id = ").push_bind(account_id);
         }
         if let Some(tag) = &filter.tag {
-            let escaped = tag
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
+            // The tag itself or its dotted descendants: a byte-wise range (`.` is followed by `/`),
+            // case-sensitive like tag ids and served by the tag index, unlike LIKE.
             builder
                 .push(" AND (tag = ")
                 .push_bind(tag)
-                .push(" OR tag LIKE ")
-                .push_bind(format!("{escaped}.%"))
-                .push(" ESCAPE '\\')");
+                .push(" OR (tag > ")
+                .push_bind(format!("{tag}."))
+                .push(" AND tag < ")
+                .push_bind(format!("{tag}/"))
+                .push("))");
         }
         if let Some(before) = filter.before {
             builder.push(" AND rowid < ").push_bind(before);

@@ -1,0 +1,1639 @@
+//! The storage conformance suite: what every [`Storage`] backend must do, written once.
+//!
+//! Each case is a plain `async fn(&dyn Storage)` that starts from an empty store and talks to it only
+//! through the trait, so that it says nothing about SQL or one backend's schema. The
+//! `conformance_suite!` macro turns every case into one `#[tokio::test]` per backend, in a module named
+//! after the backend's constructor (`sqlite::append_assigns_...`), so a failure names the backend.
+//!
+//! Backends today: SQLite, always, on a fresh database file per test. To add PostgreSQL, write one
+//! constructor beside [`sqlite`], `async fn postgres() -> Option<Backend>`, that returns `None` when no
+//! test database is configured (say, `SIGLOOP_TEST_POSTGRES_URL` unset) and otherwise a freshly
+//! migrated, empty schema; then add the line `conformance_suite!(postgres);`. No case changes.
+//!
+//! Times are small made-up millisecond values: storage never reads the clock, so the cases are
+//! deterministic.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::json;
+use sigloop::config::routes::SignalKind;
+use sigloop::config::settings::Synchronous;
+use sigloop::config::signals::Severity;
+use sigloop::decode::{Rejection, RejectionCode};
+use sigloop::domain::{AccountId, Millis};
+use sigloop::loops::{loop_id, CloseReason, EvidenceRow, HistoryRow, LoopRecord, LoopState};
+use sigloop::pipeline::core::{BatchEffects, EntryKind, FailedEntry, LogEntry, SignalRow};
+use sigloop::route::Account;
+use sigloop::storage::{
+    AppendEntry, LoopFilter, NewDeadLetter, PurgeCounts, SqliteStorage, Storage, StorageError,
+    MAX_DEAD_LETTER_PAYLOAD,
+};
+
+// ---------------------------------------------------------------------------------------------
+// The harness: one constructor per backend, and the macro that runs every case against each.
+// ---------------------------------------------------------------------------------------------
+
+/// A fresh, empty store and whatever has to outlive it.
+struct Backend {
+    storage: Box<dyn Storage>,
+    /// The directory holding a file-backed database; deleted when the test ends.
+    _directory: Option<tempfile::TempDir>,
+}
+
+/// SQLite as the embedded mode runs it: WAL, `synchronous=FULL`, a new file per test.
+async fn sqlite() -> Option<Backend> {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let storage = SqliteStorage::open(&directory.path().join("sigloop.db"), Synchronous::Full)
+        .await
+        .expect("SQLite storage opens and migrates");
+    Some(Backend {
+        storage: Box::new(storage),
+        _directory: Some(directory),
+    })
+}
+
+macro_rules! conformance_suite {
+    ($backend:ident) => {
+        conformance_suite!(@cases $backend:
+            append_assigns_increasing_sequence_numbers_and_read_log_returns_entries_after_an_offset_in_order_up_to_a_limit,
+            an_id_already_in_the_log_or_repeated_within_one_append_is_a_duplicate_and_stored_once,
+            the_same_id_from_another_source_is_not_a_duplicate,
+            log_head_is_the_largest_sequence_number_and_zero_for_an_empty_log,
+            dead_letters_appended_with_entries_are_stored_in_the_same_call_and_listed_newest_first_with_paging,
+            a_dead_letter_payload_is_cut_to_the_maximum_size_on_a_character_boundary,
+            the_state_of_an_empty_store_is_the_default_state,
+            commit_batch_then_load_state_round_trips_offset_clock_accounts_loops_windows_and_cursors,
+            a_later_batch_that_updates_a_loop_replaces_its_row_everywhere_it_is_read,
+            a_batch_that_fails_to_commit_changes_nothing,
+            loop_detail_returns_the_record_trace_history_and_evidence_in_order,
+            loop_detail_and_loop_record_of_an_unknown_id_are_none,
+            export_returns_every_loop_sorted_by_key_then_generation_with_its_history_and_evidence,
+            list_loops_filters_by_queue_state_kind_and_account,
+            list_loops_tag_filter_matches_the_tag_and_its_dotted_descendants_only,
+            list_loops_tag_filter_treats_like_wildcards_as_plain_characters,
+            list_loops_tag_filter_is_case_sensitive_like_tag_ids,
+            list_loops_pages_newest_first_with_before_and_next,
+            queues_count_loops_by_queue_and_state_with_breached_and_the_oldest_active_loop,
+            queues_of_an_empty_store_is_empty,
+            account_view_returns_the_profile_non_closed_loops_and_recent_signals_newest_first,
+            account_view_of_an_unknown_account_is_empty,
+            purge_deletes_only_processed_log_entries_received_before_the_cutoff_and_old_dead_letters,
+            purge_before_any_batch_is_committed_keeps_every_log_entry,
+            sequence_numbers_are_not_reused_after_a_purge,
+            a_failed_entry_in_a_batch_becomes_a_dead_letter_from_the_processor,
+            ping_succeeds_on_a_healthy_store,
+        );
+    };
+    (@cases $backend:ident: $($case:ident),+ $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let Some(backend) = super::$backend().await else {
+                        eprintln!("{} is not configured here; nothing to check", stringify!($backend));
+                        return;
+                    };
+                    super::$case(backend.storage.as_ref()).await;
+                }
+            )+
+        }
+    };
+}
+
+conformance_suite!(sqlite);
+
+// ---------------------------------------------------------------------------------------------
+// Builders for the values the cases store.
+// ---------------------------------------------------------------------------------------------
+
+const RECEIVED_AT: Millis = 1_000;
+
+fn event(source: &str, id: &str) -> AppendEntry {
+    AppendEntry {
+        kind: EntryKind::Event,
+        source: source.to_owned(),
+        id: id.to_owned(),
+        event_type: "support.ticket.created".to_owned(),
+        event_time: 500,
+        payload: json!({"source": source, "id": id}).to_string(),
+    }
+}
+
+fn action(id: &str) -> AppendEntry {
+    AppendEntry {
+        kind: EntryKind::Action,
+        source: "sigloop.api".to_owned(),
+        id: id.to_owned(),
+        event_type: "sigloop.action".to_owned(),
+        event_time: 600,
+        payload: json!({"loop_id": "lp_x", "action": "acknowledge"}).to_string(),
+    }
+}
+
+fn dead_letter(index: i64) -> NewDeadLetter {
+    NewDeadLetter {
+        origin: "http".to_owned(),
+        request_index: Some(index),
+        event_source: Some("crm".to_owned()),
+        event_id: Some(format!("bad-{index}")),
+        code: "missing_field".to_owned(),
+        message: format!("event {index} has no `time`"),
+        payload: format!("{{\"id\": \"bad-{index}\"}}"),
+    }
+}
+
+fn account(id: &str, tier: &str) -> Account {
+    Account {
+        account_id: AccountId::parse(id).expect("a valid account id"),
+        name: Some(format!("{id} Inc.")),
+        tier: Some(tier.to_owned()),
+        arr: Some(120_000.0),
+        region: Some("emea".to_owned()),
+        segment: Some("mid-market".to_owned()),
+        csm: Some("alice".to_owned()),
+        lifecycle_stage: Some("adoption".to_owned()),
+        started_at: Some(100),
+    }
+}
+
+/// An open account loop on `cs-default`, owned by alice, opened at 1,000.
+fn account_loop(account_id: &str, tag: &str, generation: u32) -> LoopRecord {
+    let mut record = loop_record(&format!("account:{account_id}:{tag}"), generation, tag);
+    record.account_id = Some(account_id.to_owned());
+    record
+}
+
+/// An open journey loop on `cx-journeys`, owned by bob, opened at 1,000.
+fn journey_loop(stage: &str, tag: &str, generation: u32) -> LoopRecord {
+    let mut record = loop_record(&format!("journey:{stage}:{tag}"), generation, tag);
+    record.kind = SignalKind::Journey;
+    record.queue = "cx-journeys".to_owned();
+    record.owner = "bob".to_owned();
+    record
+}
+
+fn loop_record(key: &str, generation: u32, tag: &str) -> LoopRecord {
+    LoopRecord {
+        id: loop_id(key, generation),
+        key: key.to_owned(),
+        generation,
+        kind: SignalKind::Account,
+        account_id: None,
+        tag: tag.to_owned(),
+        state: LoopState::Open,
+        close_reason: None,
+        queue: "cs-default".to_owned(),
+        owner: "alice".to_owned(),
+        priority: 3,
+        severity: Severity::Medium,
+        sla_policy: Some("standard".to_owned()),
+        ack_due: Some(1_000 + 3_600_000),
+        resolve_due: Some(1_000 + 86_400_000),
+        breached: false,
+        opened_at: 1_000,
+        updated_at: 1_000,
+        acknowledged_at: None,
+        resolved_at: None,
+        closed_at: None,
+        recurrence: 0,
+        signal_count: 1,
+        first_signal_at: 900,
+        last_signal_at: 900,
+        predecessor: None,
+        watchers: vec!["carol".to_owned()],
+        config_version: "cfg-1".to_owned(),
+        history_len: 1,
+    }
+}
+
+fn history(
+    record: &LoopRecord,
+    seq: u32,
+    from_state: Option<LoopState>,
+    to_state: LoopState,
+) -> HistoryRow {
+    HistoryRow {
+        loop_id: record.id.clone(),
+        seq,
+        at: 1_000 + Millis::from(seq) * 10,
+        actor: if seq == 0 { "sigloop" } else { "alice" }.to_owned(),
+        action: to_state.as_str().to_owned(),
+        from_state,
+        to_state,
+        reason: Some(format!("step {seq}")),
+    }
+}
+
+fn evidence(record: &LoopRecord, event_id: &str, at: Millis) -> EvidenceRow {
+    EvidenceRow {
+        loop_id: record.id.clone(),
+        at,
+        event_time: at - 100,
+        event_source: "zendesk".to_owned(),
+        event_id: event_id.to_owned(),
+        event_type: "support.ticket.created".to_owned(),
+        detector: "repeat_tickets".to_owned(),
+        severity: Severity::High,
+        reason: format!("ticket {event_id}"),
+        primary_tag: record.tag.clone(),
+        tags: json!([{"tag": record.tag, "rule": "r1", "field": "subject"}]),
+        reference: json!({"ticket_id": event_id, "source": "zendesk"}),
+        outcome: "join".to_owned(),
+    }
+}
+
+fn signal(account_id: &str, time: Millis, event_id: &str) -> SignalRow {
+    SignalRow {
+        account_id: account_id.to_owned(),
+        time,
+        detector: "repeat_tickets".to_owned(),
+        severity: Severity::High,
+        tag: "billing".to_owned(),
+        loop_id: "lp_any".to_owned(),
+        event_source: "zendesk".to_owned(),
+        event_id: event_id.to_owned(),
+        reason: "three tickets in seven days".to_owned(),
+    }
+}
+
+/// A batch that commits `offset` and `loops` and nothing else.
+fn batch_with_loops(offset: i64, loops: impl IntoIterator<Item = LoopRecord>) -> BatchEffects {
+    BatchEffects {
+        offset,
+        clock: 10_000 + offset,
+        loops: loops
+            .into_iter()
+            .map(|record| (record.id.clone(), record))
+            .collect(),
+        ..BatchEffects::default()
+    }
+}
+
+/// Commits each loop in its own batch, so that they are created in the order given.
+async fn commit_one_by_one(storage: &dyn Storage, loops: &[LoopRecord]) {
+    for (index, record) in loops.iter().enumerate() {
+        storage
+            .commit_batch(&batch_with_loops(index as i64 + 1, [record.clone()]), 2_000)
+            .await
+            .expect("the batch commits");
+    }
+}
+
+fn ids(loops: &[LoopRecord]) -> Vec<String> {
+    loops.iter().map(|record| record.id.clone()).collect()
+}
+
+fn ids_of<'a>(loops: impl IntoIterator<Item = &'a LoopRecord>) -> Vec<String> {
+    loops.into_iter().map(|record| record.id.clone()).collect()
+}
+
+async fn listed(storage: &dyn Storage, filter: LoopFilter) -> Vec<String> {
+    let page = storage
+        .list_loops(&LoopFilter {
+            limit: 100,
+            ..filter
+        })
+        .await
+        .expect("list_loops answers");
+    assert_eq!(page.next, None, "everything fits in one page of 100");
+    ids(&page.loops)
+}
+
+async fn read_everything(storage: &dyn Storage) -> Vec<LogEntry> {
+    storage.read_log(0, 1_000).await.expect("read_log answers")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The event log.
+// ---------------------------------------------------------------------------------------------
+
+async fn append_assigns_increasing_sequence_numbers_and_read_log_returns_entries_after_an_offset_in_order_up_to_a_limit(
+    storage: &dyn Storage,
+) {
+    let first = [
+        event("zendesk", "t-1"),
+        event("zendesk", "t-2"),
+        action("a-1"),
+    ];
+    let second = [event("survey", "s-1"), event("crm", "c-1")];
+    let first_outcome = storage.append(&first, &[], RECEIVED_AT).await.unwrap();
+    let second_outcome = storage.append(&second, &[], RECEIVED_AT + 1).await.unwrap();
+
+    let seqs: Vec<i64> = first_outcome
+        .seqs
+        .iter()
+        .chain(&second_outcome.seqs)
+        .map(|seq| seq.expect("a new entry gets a sequence number"))
+        .collect();
+    assert_eq!(seqs.len(), 5);
+    assert!(
+        seqs.windows(2).all(|pair| pair[0] < pair[1]),
+        "sequence numbers increase in append order: {seqs:?}"
+    );
+    assert!(
+        seqs[0] > 0,
+        "sequence numbers start above 0, the empty offset"
+    );
+
+    let appended: Vec<&AppendEntry> = first.iter().chain(&second).collect();
+    let everything = read_everything(storage).await;
+    let expected: Vec<LogEntry> = appended
+        .iter()
+        .zip(&seqs)
+        .map(|(entry, seq)| LogEntry {
+            seq: *seq,
+            kind: entry.kind,
+            source: entry.source.clone(),
+            id: entry.id.clone(),
+            payload: entry.payload.clone(),
+        })
+        .collect();
+    assert_eq!(
+        everything, expected,
+        "the log keeps kind, source, id and payload"
+    );
+
+    let after_second = storage.read_log(seqs[1], 2).await.unwrap();
+    assert_eq!(
+        after_second,
+        expected[2..4],
+        "entries after the offset, at most the limit"
+    );
+    let tail = storage.read_log(seqs[3], 10).await.unwrap();
+    assert_eq!(
+        tail,
+        expected[4..],
+        "a limit beyond the end returns what is left"
+    );
+    assert!(storage.read_log(seqs[4], 10).await.unwrap().is_empty());
+    assert!(
+        storage.read_log(0, 0).await.unwrap().is_empty(),
+        "a zero limit returns nothing"
+    );
+}
+
+async fn an_id_already_in_the_log_or_repeated_within_one_append_is_a_duplicate_and_stored_once(
+    storage: &dyn Storage,
+) {
+    let first = storage
+        .append(
+            &[event("zendesk", "t-1"), event("zendesk", "t-2")],
+            &[],
+            RECEIVED_AT,
+        )
+        .await
+        .unwrap();
+    assert!(first.seqs.iter().all(Option::is_some));
+
+    let mut redelivered = event("zendesk", "t-1");
+    redelivered.payload = json!({"changed": true}).to_string();
+    let second = storage
+        .append(
+            &[
+                redelivered,
+                event("zendesk", "t-3"),
+                event("zendesk", "t-3"),
+                event("zendesk", "t-2"),
+            ],
+            &[],
+            RECEIVED_AT + 1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(second.seqs.len(), 4, "one outcome per offered entry");
+    assert_eq!(second.seqs[0], None, "t-1 was already in the log");
+    let t3 = second.seqs[1].expect("t-3 is new");
+    assert_eq!(
+        second.seqs[2], None,
+        "the second t-3 repeats the first within the call"
+    );
+    assert_eq!(second.seqs[3], None, "t-2 was already in the log");
+
+    let log = read_everything(storage).await;
+    let stored: Vec<(&str, i64)> = log
+        .iter()
+        .map(|entry| (entry.id.as_str(), entry.seq))
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            ("t-1", first.seqs[0].unwrap()),
+            ("t-2", first.seqs[1].unwrap()),
+            ("t-3", t3)
+        ],
+        "each (source, id) is stored once"
+    );
+    assert_eq!(
+        log[0].payload,
+        event("zendesk", "t-1").payload,
+        "a duplicate does not overwrite the stored entry"
+    );
+
+    let only_duplicates = storage
+        .append(&[event("zendesk", "t-3")], &[], RECEIVED_AT + 2)
+        .await
+        .unwrap();
+    assert_eq!(only_duplicates.seqs, [None]);
+    assert_eq!(
+        storage.log_head().await.unwrap(),
+        t3,
+        "duplicates do not move the head"
+    );
+}
+
+async fn the_same_id_from_another_source_is_not_a_duplicate(storage: &dyn Storage) {
+    let outcome = storage
+        .append(
+            &[event("zendesk", "42"), event("survey", "42")],
+            &[],
+            RECEIVED_AT,
+        )
+        .await
+        .unwrap();
+    assert!(
+        outcome.seqs.iter().all(Option::is_some),
+        "{:?}",
+        outcome.seqs
+    );
+    assert_eq!(read_everything(storage).await.len(), 2);
+}
+
+async fn log_head_is_the_largest_sequence_number_and_zero_for_an_empty_log(storage: &dyn Storage) {
+    assert_eq!(storage.log_head().await.unwrap(), 0);
+    let outcome = storage
+        .append(
+            &[event("zendesk", "t-1"), event("zendesk", "t-2")],
+            &[],
+            RECEIVED_AT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(storage.log_head().await.unwrap(), outcome.seqs[1].unwrap());
+    let outcome = storage
+        .append(&[action("a-1")], &[], RECEIVED_AT)
+        .await
+        .unwrap();
+    assert_eq!(storage.log_head().await.unwrap(), outcome.seqs[0].unwrap());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dead letters.
+// ---------------------------------------------------------------------------------------------
+
+async fn dead_letters_appended_with_entries_are_stored_in_the_same_call_and_listed_newest_first_with_paging(
+    storage: &dyn Storage,
+) {
+    assert!(storage.dead_letters(10, None).await.unwrap().is_empty());
+    let outcome = storage
+        .append(
+            &[event("zendesk", "t-1")],
+            &[dead_letter(0), dead_letter(1)],
+            RECEIVED_AT,
+        )
+        .await
+        .unwrap();
+    assert!(outcome.seqs[0].is_some());
+    assert_eq!(read_everything(storage).await.len(), 1);
+    let stored = storage.dead_letters(10, None).await.unwrap();
+    assert_eq!(
+        stored.len(),
+        2,
+        "both dead letters are stored by the same call"
+    );
+
+    // Dead letters alone, with no entries, are a valid append too.
+    let outcome = storage
+        .append(
+            &[],
+            &[dead_letter(2), dead_letter(3), dead_letter(4)],
+            RECEIVED_AT + 5,
+        )
+        .await
+        .unwrap();
+    assert!(outcome.seqs.is_empty());
+
+    let first_page = storage.dead_letters(2, None).await.unwrap();
+    let second_page = storage
+        .dead_letters(2, Some(first_page.last().unwrap().id))
+        .await
+        .unwrap();
+    let third_page = storage
+        .dead_letters(2, Some(second_page.last().unwrap().id))
+        .await
+        .unwrap();
+    let last_id = third_page.last().unwrap().id;
+    assert!(storage
+        .dead_letters(2, Some(last_id))
+        .await
+        .unwrap()
+        .is_empty());
+
+    let pages: Vec<Vec<Option<String>>> = [&first_page, &second_page, &third_page]
+        .iter()
+        .map(|page| {
+            page.iter()
+                .map(|row| row.dead_letter.event_id.clone())
+                .collect()
+        })
+        .collect();
+    let names = |names: &[&str]| -> Vec<Option<String>> {
+        names.iter().map(|name| Some((*name).to_owned())).collect()
+    };
+    assert_eq!(
+        pages,
+        [
+            names(&["bad-4", "bad-3"]),
+            names(&["bad-2", "bad-1"]),
+            names(&["bad-0"])
+        ],
+        "newest first, each page continuing below the last id of the one before"
+    );
+    let all: Vec<_> = first_page
+        .iter()
+        .chain(&second_page)
+        .chain(&third_page)
+        .collect();
+    assert!(all.windows(2).all(|pair| pair[0].id > pair[1].id));
+
+    let newest = &first_page[0];
+    let expected = dead_letter(4);
+    assert_eq!(newest.received_at, RECEIVED_AT + 5);
+    assert_eq!(newest.dead_letter.origin, expected.origin);
+    assert_eq!(newest.dead_letter.request_index, expected.request_index);
+    assert_eq!(newest.dead_letter.event_source, expected.event_source);
+    assert_eq!(newest.dead_letter.event_id, expected.event_id);
+    assert_eq!(newest.dead_letter.code, expected.code);
+    assert_eq!(newest.dead_letter.message, expected.message);
+    assert_eq!(newest.dead_letter.payload, expected.payload);
+
+    let unknown = NewDeadLetter {
+        origin: "file".to_owned(),
+        request_index: None,
+        event_source: None,
+        event_id: None,
+        code: "invalid_json".to_owned(),
+        message: "line 3 is not JSON".to_owned(),
+        payload: "{not json".to_owned(),
+    };
+    storage
+        .append(&[], &[unknown], RECEIVED_AT + 6)
+        .await
+        .unwrap();
+    let newest = &storage.dead_letters(1, None).await.unwrap()[0];
+    assert_eq!(newest.dead_letter.origin, "file");
+    assert_eq!(newest.dead_letter.request_index, None);
+    assert_eq!(newest.dead_letter.event_source, None);
+    assert_eq!(newest.dead_letter.event_id, None);
+}
+
+async fn a_dead_letter_payload_is_cut_to_the_maximum_size_on_a_character_boundary(
+    storage: &dyn Storage,
+) {
+    // "é" is two bytes and straddles the limit, so the cut falls one byte short of it.
+    let mut oversized = dead_letter(0);
+    oversized.code = "too_large".to_owned();
+    oversized.payload = format!(
+        "{}é{}",
+        "a".repeat(MAX_DEAD_LETTER_PAYLOAD - 1),
+        "b".repeat(100)
+    );
+    storage
+        .append(&[], &[oversized], RECEIVED_AT)
+        .await
+        .unwrap();
+    let stored = &storage.dead_letters(1, None).await.unwrap()[0];
+    assert_eq!(
+        stored.dead_letter.payload.len(),
+        MAX_DEAD_LETTER_PAYLOAD - 1
+    );
+    assert!(stored.dead_letter.payload.bytes().all(|byte| byte == b'a'));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Committed state.
+// ---------------------------------------------------------------------------------------------
+
+async fn the_state_of_an_empty_store_is_the_default_state(storage: &dyn Storage) {
+    let state = storage.load_state().await.unwrap();
+    assert_eq!(state.offset, 0);
+    assert_eq!(state.clock, 0);
+    assert!(state.accounts.is_empty());
+    assert!(state.loops.is_empty());
+    assert!(state.current.is_empty());
+    assert!(state.detectors.repeat_tickets.is_empty());
+    assert!(state.router.round_robin.is_empty());
+}
+
+async fn commit_batch_then_load_state_round_trips_offset_clock_accounts_loops_windows_and_cursors(
+    storage: &dyn Storage,
+) {
+    let acme = account("acme", "enterprise");
+    let globex = account("globex", "smb");
+    let billing = account_loop("acme", "billing", 1);
+    let mut journey = journey_loop("onboarding", "adoption.setup", 1);
+    journey.state = LoopState::Verifying;
+    journey.breached = true;
+    journey.resolved_at = Some(1_500);
+    let repeat_key = (AccountId::parse("acme").unwrap(), "billing".to_owned());
+    let first = BatchEffects {
+        offset: 5,
+        clock: 1_234,
+        accounts: [&acme, &globex]
+            .into_iter()
+            .map(|account| (account.account_id.clone(), account.clone()))
+            .collect(),
+        loops: [&billing, &journey]
+            .into_iter()
+            .map(|record| (record.id.clone(), record.clone()))
+            .collect(),
+        repeat_windows: [(repeat_key.clone(), vec![100, 200, 300])].into(),
+        round_robin: [("cs-team".to_owned(), 3)].into(),
+        ..BatchEffects::default()
+    };
+    storage.commit_batch(&first, 2_000).await.unwrap();
+
+    let state = storage.load_state().await.unwrap();
+    assert_eq!(state.offset, 5);
+    assert_eq!(state.clock, 1_234);
+    assert_eq!(
+        state.accounts,
+        HashMap::from([
+            (acme.account_id.clone(), acme.clone()),
+            (globex.account_id.clone(), globex.clone())
+        ])
+    );
+    assert_eq!(
+        state.loops,
+        HashMap::from([
+            (billing.id.clone(), billing.clone()),
+            (journey.id.clone(), journey.clone())
+        ]),
+        "loop records come back field for field"
+    );
+    assert_eq!(
+        state.current,
+        HashMap::from([
+            (billing.key.clone(), billing.id.clone()),
+            (journey.key.clone(), journey.id.clone())
+        ])
+    );
+    assert_eq!(
+        state.detectors.repeat_tickets,
+        HashMap::from([(repeat_key.clone(), vec![100, 200, 300])])
+    );
+    assert_eq!(
+        state.router.round_robin,
+        BTreeMap::from([("cs-team".to_owned(), 3)])
+    );
+
+    // The next batch changes an account, a window and a cursor, adds a team's cursor and opens the
+    // next generation of the billing key; what it leaves out stays as it was.
+    let mut acme_upgraded = acme.clone();
+    acme_upgraded.tier = Some("strategic".to_owned());
+    acme_upgraded.csm = None;
+    let mut billing_closed = billing.clone();
+    billing_closed.state = LoopState::Closed;
+    billing_closed.close_reason = Some(CloseReason::WontFix);
+    billing_closed.closed_at = Some(3_000);
+    billing_closed.updated_at = 3_000;
+    let mut billing_next = account_loop("acme", "billing", 2);
+    billing_next.predecessor = Some(billing.id.clone());
+    billing_next.opened_at = 3_100;
+    let second = BatchEffects {
+        offset: 9,
+        clock: 3_100,
+        accounts: [(acme_upgraded.account_id.clone(), acme_upgraded.clone())].into(),
+        loops: [&billing_closed, &billing_next]
+            .into_iter()
+            .map(|record| (record.id.clone(), record.clone()))
+            .collect(),
+        repeat_windows: [(repeat_key.clone(), vec![300, 3_000])].into(),
+        round_robin: [("cs-team".to_owned(), 4), ("cx-team".to_owned(), 1)].into(),
+        ..BatchEffects::default()
+    };
+    storage.commit_batch(&second, 3_200).await.unwrap();
+
+    let state = storage.load_state().await.unwrap();
+    assert_eq!(state.offset, 9);
+    assert_eq!(state.clock, 3_100);
+    assert_eq!(state.accounts.len(), 2);
+    assert_eq!(state.accounts[&acme.account_id], acme_upgraded);
+    assert_eq!(state.accounts[&globex.account_id], globex);
+    assert_eq!(
+        state.loops,
+        HashMap::from([
+            (billing.id.clone(), billing_closed.clone()),
+            (billing_next.id.clone(), billing_next.clone()),
+            (journey.id.clone(), journey.clone())
+        ])
+    );
+    assert_eq!(
+        state.current_loop(&billing.key),
+        Some(&billing_next),
+        "the newest generation is the key's current loop"
+    );
+    assert_eq!(
+        state.detectors.repeat_tickets,
+        HashMap::from([(repeat_key, vec![300, 3_000])])
+    );
+    assert_eq!(
+        state.router.round_robin,
+        BTreeMap::from([("cs-team".to_owned(), 4), ("cx-team".to_owned(), 1)])
+    );
+}
+
+async fn a_later_batch_that_updates_a_loop_replaces_its_row_everywhere_it_is_read(
+    storage: &dyn Storage,
+) {
+    let original = account_loop("acme", "billing", 1);
+    storage
+        .commit_batch(&batch_with_loops(1, [original.clone()]), 2_000)
+        .await
+        .unwrap();
+
+    let mut escalated = original.clone();
+    escalated.state = LoopState::Acknowledged;
+    escalated.queue = "cs-escalations".to_owned();
+    escalated.owner = "dave".to_owned();
+    escalated.priority = 1;
+    escalated.breached = true;
+    escalated.acknowledged_at = Some(2_500);
+    escalated.updated_at = 2_500;
+    escalated.history_len = 3;
+    storage
+        .commit_batch(&batch_with_loops(2, [escalated.clone()]), 2_600)
+        .await
+        .unwrap();
+
+    let state = storage.load_state().await.unwrap();
+    assert_eq!(
+        state.loops.len(),
+        1,
+        "an update replaces the row, it does not add one"
+    );
+    assert_eq!(state.loops[&original.id], escalated);
+    assert_eq!(
+        storage.loop_record(&original.id).await.unwrap(),
+        Some(escalated.clone())
+    );
+    let detail = storage.loop_detail(&original.id).await.unwrap().unwrap();
+    assert_eq!(detail.record, escalated);
+    let exported = storage.export().await.unwrap();
+    assert_eq!(exported.len(), 1);
+    assert_eq!(exported[0].record, escalated);
+
+    // The columns that the filters and queue counts read follow the record.
+    let by_queue = |queue: &str| LoopFilter {
+        queue: Some(queue.to_owned()),
+        ..LoopFilter::default()
+    };
+    assert_eq!(
+        listed(storage, by_queue("cs-escalations")).await,
+        std::slice::from_ref(&original.id)
+    );
+    assert!(listed(storage, by_queue("cs-default")).await.is_empty());
+    let by_state = |state: LoopState| LoopFilter {
+        state: Some(state.as_str().to_owned()),
+        ..LoopFilter::default()
+    };
+    assert_eq!(
+        listed(storage, by_state(LoopState::Acknowledged)).await,
+        std::slice::from_ref(&original.id)
+    );
+    assert!(listed(storage, by_state(LoopState::Open)).await.is_empty());
+    let queues = storage.queues().await.unwrap();
+    assert_eq!(queues.len(), 1);
+    assert_eq!(queues[0].name, "cs-escalations");
+    assert_eq!(
+        queues[0].counts,
+        BTreeMap::from([("acknowledged".to_owned(), 1)])
+    );
+    assert_eq!(queues[0].breached, 1);
+    assert_eq!(
+        storage.account_view("acme", 10).await.unwrap().open_loops,
+        [escalated]
+    );
+}
+
+async fn a_batch_that_fails_to_commit_changes_nothing(storage: &dyn Storage) {
+    let record = account_loop("acme", "billing", 1);
+    let first = BatchEffects {
+        history: vec![history(&record, 0, None, LoopState::Open)],
+        ..batch_with_loops(3, [record.clone()])
+    };
+    storage.commit_batch(&first, 2_000).await.unwrap();
+
+    // History rows are append-only and keyed by (loop, seq): writing seq 0 again is refused, which
+    // makes this batch fail after its loop, trace and account rows were written inside the
+    // transaction. None of them, nor the offset, may survive.
+    let mut changed = record.clone();
+    changed.state = LoopState::Acknowledged;
+    let other = account_loop("globex", "billing", 1);
+    let failing = BatchEffects {
+        offset: 7,
+        clock: 9_999,
+        accounts: [(
+            AccountId::parse("acme").unwrap(),
+            account("acme", "enterprise"),
+        )]
+        .into(),
+        loops: [&changed, &other]
+            .into_iter()
+            .map(|record| (record.id.clone(), record.clone()))
+            .collect(),
+        traces: vec![(other.id.clone(), json!({"route": ["x"]}).to_string())],
+        history: vec![
+            history(&other, 0, None, LoopState::Open),
+            history(&record, 0, None, LoopState::Open),
+        ],
+        evidence: vec![evidence(&other, "t-9", 5_000)],
+        signals: vec![signal("globex", 5_000, "t-9")],
+        round_robin: [("cs-team".to_owned(), 8)].into(),
+        failed: vec![failed_entry(6)],
+        ..BatchEffects::default()
+    };
+    let refused = storage.commit_batch(&failing, 6_000).await;
+    assert!(
+        matches!(refused, Err(StorageError::Database(_))),
+        "a repeated history row is refused by the database: {refused:?}"
+    );
+
+    let state = storage.load_state().await.unwrap();
+    assert_eq!(state.offset, 3);
+    assert_eq!(state.clock, first.clock);
+    assert!(state.accounts.is_empty());
+    assert_eq!(
+        state.loops,
+        HashMap::from([(record.id.clone(), record.clone())])
+    );
+    assert!(state.router.round_robin.is_empty());
+    assert!(storage.loop_detail(&other.id).await.unwrap().is_none());
+    let detail = storage.loop_detail(&record.id).await.unwrap().unwrap();
+    assert_eq!(detail.history, first.history);
+    assert!(storage.dead_letters(10, None).await.unwrap().is_empty());
+    assert!(storage
+        .account_view("globex", 10)
+        .await
+        .unwrap()
+        .recent_signals
+        .is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loop detail and export.
+// ---------------------------------------------------------------------------------------------
+
+async fn loop_detail_returns_the_record_trace_history_and_evidence_in_order(storage: &dyn Storage) {
+    let mut record = account_loop("acme", "billing", 1);
+    let other = account_loop("globex", "billing", 1);
+    let trace = json!({
+        "event": {"source": "zendesk", "id": "t-1"},
+        "detector": "repeat_tickets",
+        "route_path": ["cs", "enterprise"],
+        "owner": {"rule": "csm", "owner": "alice"},
+        "config_version": "cfg-1"
+    });
+    let opening = BatchEffects {
+        traces: vec![(record.id.clone(), trace.to_string())],
+        history: vec![
+            history(&record, 0, None, LoopState::Open),
+            history(&other, 0, None, LoopState::Open),
+        ],
+        evidence: vec![
+            evidence(&record, "t-1", 1_000),
+            evidence(&other, "t-x", 1_001),
+            evidence(&record, "t-2", 1_002),
+        ],
+        ..batch_with_loops(1, [record.clone(), other.clone()])
+    };
+    storage.commit_batch(&opening, 1_100).await.unwrap();
+
+    record.state = LoopState::InProgress;
+    record.history_len = 3;
+    let progress = BatchEffects {
+        history: vec![
+            history(&record, 1, Some(LoopState::Open), LoopState::Acknowledged),
+            history(
+                &record,
+                2,
+                Some(LoopState::Acknowledged),
+                LoopState::InProgress,
+            ),
+        ],
+        evidence: vec![evidence(&record, "t-3", 2_000)],
+        ..batch_with_loops(2, [record.clone()])
+    };
+    storage.commit_batch(&progress, 2_100).await.unwrap();
+
+    let detail = storage.loop_detail(&record.id).await.unwrap().unwrap();
+    assert_eq!(detail.record, record);
+    assert_eq!(detail.trace, Some(trace));
+    assert_eq!(
+        detail.history,
+        [
+            opening.history[0].clone(),
+            progress.history[0].clone(),
+            progress.history[1].clone()
+        ],
+        "history in order of its sequence numbers, across batches"
+    );
+    assert_eq!(
+        detail.evidence,
+        [
+            opening.evidence[0].clone(),
+            opening.evidence[2].clone(),
+            progress.evidence[0].clone()
+        ],
+        "this loop's evidence only, in the order it was attached"
+    );
+
+    let other_detail = storage.loop_detail(&other.id).await.unwrap().unwrap();
+    assert_eq!(
+        other_detail.trace, None,
+        "a loop without a stored trace has none"
+    );
+    assert_eq!(other_detail.history, [opening.history[1].clone()]);
+    assert_eq!(other_detail.evidence, [opening.evidence[1].clone()]);
+}
+
+async fn loop_detail_and_loop_record_of_an_unknown_id_are_none(storage: &dyn Storage) {
+    let record = account_loop("acme", "billing", 1);
+    storage
+        .commit_batch(&batch_with_loops(1, [record.clone()]), 1_100)
+        .await
+        .unwrap();
+    assert!(storage.loop_detail("lp_unknown").await.unwrap().is_none());
+    assert!(storage.loop_record("lp_unknown").await.unwrap().is_none());
+    assert_eq!(storage.loop_record(&record.id).await.unwrap(), Some(record));
+}
+
+async fn export_returns_every_loop_sorted_by_key_then_generation_with_its_history_and_evidence(
+    storage: &dyn Storage,
+) {
+    assert!(storage.export().await.unwrap().is_empty());
+    // Generations 2 and 10 of one key: the order is numeric, not textual.
+    let billing_10 = account_loop("acme", "billing", 10);
+    let billing_2 = account_loop("acme", "billing", 2);
+    let adoption = account_loop("acme", "adoption", 1);
+    let journey = journey_loop("onboarding", "billing", 1);
+    let zeta = account_loop("zeta", "billing", 1);
+    let committed_in_order = [&journey, &billing_10, &zeta, &adoption, &billing_2];
+    for (index, record) in committed_in_order.into_iter().enumerate() {
+        let effects = BatchEffects {
+            traces: vec![(
+                record.id.clone(),
+                json!({"key": record.key, "generation": record.generation}).to_string(),
+            )],
+            history: vec![
+                history(record, 0, None, LoopState::Open),
+                history(record, 1, Some(LoopState::Open), LoopState::Acknowledged),
+            ],
+            evidence: vec![
+                evidence(record, &format!("{}-a", record.id), 1_000),
+                evidence(record, &format!("{}-b", record.id), 1_001),
+            ],
+            ..batch_with_loops(index as i64 + 1, [(*record).clone()])
+        };
+        storage.commit_batch(&effects, 2_000).await.unwrap();
+    }
+
+    let exported = storage.export().await.unwrap();
+    assert_eq!(
+        ids_of(exported.iter().map(|detail| &detail.record)),
+        ids_of([&adoption, &billing_2, &billing_10, &zeta, &journey]),
+        "sorted by key, then by generation"
+    );
+    for detail in &exported {
+        let record = &detail.record;
+        assert_eq!(
+            detail.trace,
+            Some(json!({"key": record.key, "generation": record.generation}))
+        );
+        assert_eq!(
+            detail.history,
+            [
+                history(record, 0, None, LoopState::Open),
+                history(record, 1, Some(LoopState::Open), LoopState::Acknowledged)
+            ]
+        );
+        assert_eq!(
+            detail.evidence,
+            [
+                evidence(record, &format!("{}-a", record.id), 1_000),
+                evidence(record, &format!("{}-b", record.id), 1_001)
+            ]
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listing loops.
+// ---------------------------------------------------------------------------------------------
+
+/// Five loops, created in this order (each in its own batch):
+/// 0 acme billing (cs-a, open), 1 acme billing.invoice-error (cs-a, acknowledged),
+/// 2 globex billingx (cs-b, open), 3 journey onboarding billing.invoice-error (cx-journeys, open),
+/// 4 globex shipping.late (cs-b, closed).
+async fn five_loops(storage: &dyn Storage) -> Vec<LoopRecord> {
+    let mut acme_billing = account_loop("acme", "billing", 1);
+    acme_billing.queue = "cs-a".to_owned();
+    let mut acme_invoice = account_loop("acme", "billing.invoice-error", 1);
+    acme_invoice.queue = "cs-a".to_owned();
+    acme_invoice.state = LoopState::Acknowledged;
+    let mut globex_billingx = account_loop("globex", "billingx", 1);
+    globex_billingx.queue = "cs-b".to_owned();
+    let journey = journey_loop("onboarding", "billing.invoice-error", 1);
+    let mut globex_shipping = account_loop("globex", "shipping.late", 1);
+    globex_shipping.queue = "cs-b".to_owned();
+    globex_shipping.state = LoopState::Closed;
+    globex_shipping.close_reason = Some(CloseReason::Verified);
+    let loops = vec![
+        acme_billing,
+        acme_invoice,
+        globex_billingx,
+        journey,
+        globex_shipping,
+    ];
+    commit_one_by_one(storage, &loops).await;
+    loops
+}
+
+async fn list_loops_filters_by_queue_state_kind_and_account(storage: &dyn Storage) {
+    let loops = five_loops(storage).await;
+    let pick = |indexes: &[usize]| -> Vec<String> {
+        indexes
+            .iter()
+            .map(|index| loops[*index].id.clone())
+            .collect()
+    };
+    let text = |value: &str| Some(value.to_owned());
+
+    assert_eq!(
+        listed(storage, LoopFilter::default()).await,
+        pick(&[4, 3, 2, 1, 0])
+    );
+    let queue = |name: &str| LoopFilter {
+        queue: text(name),
+        ..LoopFilter::default()
+    };
+    assert_eq!(listed(storage, queue("cs-a")).await, pick(&[1, 0]));
+    assert_eq!(listed(storage, queue("cs-b")).await, pick(&[4, 2]));
+    assert!(
+        listed(storage, queue("cs")).await.is_empty(),
+        "queues match exactly"
+    );
+    let state = |name: &str| LoopFilter {
+        state: text(name),
+        ..LoopFilter::default()
+    };
+    assert_eq!(listed(storage, state("open")).await, pick(&[3, 2, 0]));
+    assert_eq!(listed(storage, state("closed")).await, pick(&[4]));
+    assert!(listed(storage, state("verifying")).await.is_empty());
+    let kind = |name: &str| LoopFilter {
+        kind: text(name),
+        ..LoopFilter::default()
+    };
+    assert_eq!(listed(storage, kind("journey")).await, pick(&[3]));
+    assert_eq!(listed(storage, kind("account")).await, pick(&[4, 2, 1, 0]));
+    let account_id = |name: &str| LoopFilter {
+        account_id: text(name),
+        ..LoopFilter::default()
+    };
+    assert_eq!(listed(storage, account_id("globex")).await, pick(&[4, 2]));
+    assert_eq!(listed(storage, account_id("acme")).await, pick(&[1, 0]));
+    assert!(listed(storage, account_id("initech")).await.is_empty());
+
+    let combined = LoopFilter {
+        queue: text("cs-b"),
+        state: text("open"),
+        kind: text("account"),
+        account_id: text("globex"),
+        tag: text("billingx"),
+        ..LoopFilter::default()
+    };
+    assert_eq!(
+        listed(storage, combined).await,
+        pick(&[2]),
+        "filters combine with AND"
+    );
+}
+
+async fn list_loops_tag_filter_matches_the_tag_and_its_dotted_descendants_only(
+    storage: &dyn Storage,
+) {
+    let loops = five_loops(storage).await;
+    let pick = |indexes: &[usize]| -> Vec<String> {
+        indexes
+            .iter()
+            .map(|index| loops[*index].id.clone())
+            .collect()
+    };
+    let tag = |name: &str| LoopFilter {
+        tag: Some(name.to_owned()),
+        ..LoopFilter::default()
+    };
+    assert_eq!(
+        listed(storage, tag("billing")).await,
+        pick(&[3, 1, 0]),
+        "billing matches billing and billing.invoice-error, not billingx"
+    );
+    assert_eq!(
+        listed(storage, tag("billing.invoice-error")).await,
+        pick(&[3, 1])
+    );
+    assert_eq!(listed(storage, tag("billingx")).await, pick(&[2]));
+    assert_eq!(listed(storage, tag("shipping")).await, pick(&[4]));
+    assert!(
+        listed(storage, tag("billing.invoice")).await.is_empty(),
+        "a prefix must end at a segment boundary"
+    );
+    assert!(listed(storage, tag("bill")).await.is_empty());
+    assert!(
+        listed(storage, tag("invoice-error")).await.is_empty(),
+        "a suffix is not a prefix"
+    );
+    let in_queue = LoopFilter {
+        queue: Some("cs-a".to_owned()),
+        tag: Some("billing.invoice-error".to_owned()),
+        ..LoopFilter::default()
+    };
+    assert_eq!(listed(storage, in_queue).await, pick(&[1]));
+}
+
+async fn list_loops_tag_filter_treats_like_wildcards_as_plain_characters(storage: &dyn Storage) {
+    five_loops(storage).await;
+    for pattern in [
+        "%",
+        "_illing",
+        "billing%",
+        "billing_invoice-error",
+        "\\",
+        "billing\\",
+    ] {
+        let filter = LoopFilter {
+            tag: Some(pattern.to_owned()),
+            ..LoopFilter::default()
+        };
+        assert!(
+            listed(storage, filter).await.is_empty(),
+            "tag filter {pattern:?} matches only itself and its descendants"
+        );
+    }
+}
+
+async fn list_loops_tag_filter_is_case_sensitive_like_tag_ids(storage: &dyn Storage) {
+    // Tag ids are lowercase; a filter in another case names no tag, and must not match the
+    // descendants of a tag that it does not match itself.
+    let loops = five_loops(storage).await;
+    for pattern in ["BILLING", "Billing", "billing.INVOICE-ERROR"] {
+        let filter = LoopFilter {
+            tag: Some(pattern.to_owned()),
+            ..LoopFilter::default()
+        };
+        let matched_tags: Vec<&str> = listed(storage, filter)
+            .await
+            .iter()
+            .map(|id| {
+                let record = loops.iter().find(|record| &record.id == id).unwrap();
+                record.tag.as_str()
+            })
+            .collect();
+        assert!(
+            matched_tags.is_empty(),
+            "tag filter {pattern:?} matches no loop, yet matched loops tagged {matched_tags:?}"
+        );
+    }
+}
+
+async fn list_loops_pages_newest_first_with_before_and_next(storage: &dyn Storage) {
+    let loops = five_loops(storage).await;
+    let pick = |indexes: &[usize]| -> Vec<String> {
+        indexes
+            .iter()
+            .map(|index| loops[*index].id.clone())
+            .collect()
+    };
+    let page = |limit: u32, before: Option<i64>| LoopFilter {
+        limit,
+        before,
+        ..LoopFilter::default()
+    };
+
+    let first = storage.list_loops(&page(2, None)).await.unwrap();
+    assert_eq!(ids(&first.loops), pick(&[4, 3]));
+    assert!(first.next.is_some(), "more loops follow the first page");
+    let second = storage.list_loops(&page(2, first.next)).await.unwrap();
+    assert_eq!(ids(&second.loops), pick(&[2, 1]));
+    assert!(second.next.is_some());
+    let third = storage.list_loops(&page(2, second.next)).await.unwrap();
+    assert_eq!(ids(&third.loops), pick(&[0]));
+    assert_eq!(third.next, None, "the last page has no next");
+
+    let exact = storage.list_loops(&page(5, None)).await.unwrap();
+    assert_eq!(ids(&exact.loops), pick(&[4, 3, 2, 1, 0]));
+    assert_eq!(
+        exact.next, None,
+        "a page that holds exactly the rest is the last"
+    );
+
+    let filtered = LoopFilter {
+        tag: Some("billing".to_owned()),
+        ..page(1, None)
+    };
+    let mut seen = Vec::new();
+    let mut filter = filtered;
+    loop {
+        let result = storage.list_loops(&filter).await.unwrap();
+        seen.extend(ids(&result.loops));
+        match result.next {
+            Some(next) => filter.before = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, pick(&[3, 1, 0]), "paging keeps the filter");
+
+    // A loop updated later keeps its place: pages are ordered by creation.
+    let mut updated = loops[0].clone();
+    updated.state = LoopState::Acknowledged;
+    updated.updated_at = 9_000;
+    storage
+        .commit_batch(&batch_with_loops(10, [updated]), 9_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        listed(storage, LoopFilter::default()).await,
+        pick(&[4, 3, 2, 1, 0])
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queues and accounts.
+// ---------------------------------------------------------------------------------------------
+
+async fn queues_count_loops_by_queue_and_state_with_breached_and_the_oldest_active_loop(
+    storage: &dyn Storage,
+) {
+    let in_queue = |tag: &str, queue: &str, state: LoopState, opened_at: Millis| {
+        let mut record = account_loop("acme", tag, 1);
+        record.queue = queue.to_owned();
+        record.state = state;
+        record.opened_at = opened_at;
+        record
+    };
+    let mut enterprise_open = in_queue("a", "cs-enterprise", LoopState::Open, 300);
+    enterprise_open.breached = true;
+    let enterprise_acknowledged = in_queue("b", "cs-enterprise", LoopState::Acknowledged, 200);
+    let enterprise_open_too = in_queue("c", "cs-enterprise", LoopState::Open, 400);
+    // Older than every active loop of the queue, but resolved, verifying or closed: not counted
+    // as the oldest open loop.
+    let enterprise_resolved = in_queue("d", "cs-enterprise", LoopState::Resolved, 50);
+    let enterprise_verifying = in_queue("e", "cs-enterprise", LoopState::Verifying, 40);
+    let enterprise_closed = in_queue("f", "cs-enterprise", LoopState::Closed, 10);
+    let mut journeys_in_progress = in_queue("g", "cx-journeys", LoopState::InProgress, 600);
+    journeys_in_progress.breached = true;
+    let mut journeys_reopened = in_queue("h", "cx-journeys", LoopState::Reopened, 500);
+    journeys_reopened.breached = true;
+    let unowned_closed = in_queue("i", "unowned", LoopState::Closed, 5);
+    let all = [
+        enterprise_open,
+        enterprise_acknowledged,
+        enterprise_open_too,
+        enterprise_resolved,
+        enterprise_verifying,
+        enterprise_closed,
+        journeys_in_progress,
+        journeys_reopened,
+        unowned_closed,
+    ];
+    storage
+        .commit_batch(&batch_with_loops(1, all), 2_000)
+        .await
+        .unwrap();
+
+    let mut queues = storage.queues().await.unwrap();
+    queues.sort_by(|left, right| left.name.cmp(&right.name));
+    let counts = |pairs: &[(&str, u64)]| -> BTreeMap<String, u64> {
+        pairs
+            .iter()
+            .map(|(state, count)| ((*state).to_owned(), *count))
+            .collect()
+    };
+    let names: Vec<&str> = queues.iter().map(|queue| queue.name.as_str()).collect();
+    assert_eq!(names, ["cs-enterprise", "cx-journeys", "unowned"]);
+
+    assert_eq!(
+        queues[0].counts,
+        counts(&[
+            ("acknowledged", 1),
+            ("closed", 1),
+            ("open", 2),
+            ("resolved", 1),
+            ("verifying", 1)
+        ]),
+        "states with no loop are absent"
+    );
+    assert_eq!(queues[0].breached, 1);
+    assert_eq!(queues[0].oldest_open_at, Some(200));
+
+    assert_eq!(
+        queues[1].counts,
+        counts(&[("in_progress", 1), ("reopened", 1)])
+    );
+    assert_eq!(queues[1].breached, 2);
+    assert_eq!(
+        queues[1].oldest_open_at,
+        Some(500),
+        "reopened counts as open"
+    );
+
+    assert_eq!(queues[2].counts, counts(&[("closed", 1)]));
+    assert_eq!(queues[2].breached, 0);
+    assert_eq!(
+        queues[2].oldest_open_at, None,
+        "a queue with no active loop has no oldest open loop"
+    );
+}
+
+async fn queues_of_an_empty_store_is_empty(storage: &dyn Storage) {
+    assert!(storage.queues().await.unwrap().is_empty());
+}
+
+async fn account_view_returns_the_profile_non_closed_loops_and_recent_signals_newest_first(
+    storage: &dyn Storage,
+) {
+    let acme = account("acme", "enterprise");
+    let mut recent_p3 = account_loop("acme", "billing", 1);
+    recent_p3.opened_at = 100;
+    let mut urgent = account_loop("acme", "outage", 1);
+    urgent.priority = 1;
+    urgent.state = LoopState::Resolved;
+    urgent.opened_at = 200;
+    let mut older_p3 = account_loop("acme", "shipping", 1);
+    older_p3.opened_at = 50;
+    older_p3.state = LoopState::Verifying;
+    let mut closed = account_loop("acme", "adoption", 1);
+    closed.state = LoopState::Closed;
+    closed.close_reason = Some(CloseReason::Duplicate);
+    let globex_loop = account_loop("globex", "billing", 1);
+    let journey = journey_loop("onboarding", "billing", 1);
+    let first = BatchEffects {
+        accounts: [(acme.account_id.clone(), acme.clone())].into(),
+        signals: vec![
+            signal("acme", 10, "s-10"),
+            signal("acme", 30, "s-30"),
+            signal("globex", 40, "g-40"),
+        ],
+        ..batch_with_loops(
+            1,
+            [
+                recent_p3.clone(),
+                urgent.clone(),
+                older_p3.clone(),
+                closed,
+                globex_loop,
+                journey,
+            ],
+        )
+    };
+    storage.commit_batch(&first, 2_000).await.unwrap();
+    let second = BatchEffects {
+        signals: vec![signal("acme", 20, "s-20"), signal("acme", 25, "s-25")],
+        ..BatchEffects::default()
+    };
+    storage.commit_batch(&second, 2_100).await.unwrap();
+
+    let view = storage.account_view("acme", 3).await.unwrap();
+    assert_eq!(view.account, Some(acme));
+    assert_eq!(
+        ids(&view.open_loops),
+        ids_of([&urgent, &older_p3, &recent_p3]),
+        "every loop of the account that is not closed, most urgent first, then oldest first"
+    );
+    assert_eq!(
+        view.recent_signals,
+        [
+            signal("acme", 30, "s-30"),
+            signal("acme", 25, "s-25"),
+            signal("acme", 20, "s-20")
+        ],
+        "this account's signals, newest event time first, at most the limit"
+    );
+
+    let everything = storage.account_view("acme", 100).await.unwrap();
+    assert_eq!(everything.recent_signals.len(), 4);
+
+    // An account not yet in the directory still has its loops and signals.
+    let globex = storage.account_view("globex", 10).await.unwrap();
+    assert_eq!(globex.account, None);
+    assert_eq!(globex.open_loops.len(), 1);
+    assert_eq!(globex.recent_signals, [signal("globex", 40, "g-40")]);
+}
+
+async fn account_view_of_an_unknown_account_is_empty(storage: &dyn Storage) {
+    storage
+        .commit_batch(
+            &batch_with_loops(1, [account_loop("acme", "billing", 1)]),
+            2_000,
+        )
+        .await
+        .unwrap();
+    let view = storage.account_view("initech", 10).await.unwrap();
+    assert_eq!(view.account, None);
+    assert!(view.open_loops.is_empty());
+    assert!(view.recent_signals.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retention.
+// ---------------------------------------------------------------------------------------------
+
+async fn purge_deletes_only_processed_log_entries_received_before_the_cutoff_and_old_dead_letters(
+    storage: &dyn Storage,
+) {
+    let old = storage
+        .append(
+            &[event("zendesk", "old-1"), event("zendesk", "old-2")],
+            &[dead_letter(0)],
+            1_000,
+        )
+        .await
+        .unwrap();
+    let old_unprocessed = storage
+        .append(&[event("zendesk", "old-3")], &[], 1_000)
+        .await
+        .unwrap();
+    let at_cutoff = storage
+        .append(&[event("zendesk", "edge-1")], &[dead_letter(1)], 2_000)
+        .await
+        .unwrap();
+    let recent = storage
+        .append(&[event("zendesk", "new-1")], &[dead_letter(2)], 5_000)
+        .await
+        .unwrap();
+    let seq_of = |outcome: &sigloop::storage::AppendOutcome| outcome.seqs[0].unwrap();
+
+    // The processor has committed up to old-2: old-3 is old but not processed yet.
+    storage
+        .commit_batch(&batch_with_loops(old.seqs[1].unwrap(), []), 6_000)
+        .await
+        .unwrap();
+    let counts = storage.purge(2_000).await.unwrap();
+    assert_eq!(
+        counts,
+        PurgeCounts {
+            events: 2,
+            dead_letters: 1
+        }
+    );
+    let remaining: Vec<String> = read_everything(storage)
+        .await
+        .into_iter()
+        .map(|entry| entry.id)
+        .collect();
+    assert_eq!(remaining, ["old-3", "edge-1", "new-1"]);
+    let dead: Vec<Option<String>> = storage
+        .dead_letters(10, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| row.dead_letter.event_id)
+        .collect();
+    assert_eq!(
+        dead,
+        [Some("bad-2".to_owned()), Some("bad-1".to_owned())],
+        "a dead letter received at the cutoff is kept"
+    );
+
+    // Now everything is processed: the old entry goes, the one received at the cutoff and the
+    // recent one stay.
+    storage
+        .commit_batch(&batch_with_loops(seq_of(&recent), []), 6_100)
+        .await
+        .unwrap();
+    let counts = storage.purge(2_000).await.unwrap();
+    assert_eq!(
+        counts,
+        PurgeCounts {
+            events: 1,
+            dead_letters: 0
+        }
+    );
+    let remaining: Vec<i64> = read_everything(storage)
+        .await
+        .into_iter()
+        .map(|entry| entry.seq)
+        .collect();
+    assert_eq!(remaining, [seq_of(&at_cutoff), seq_of(&recent)]);
+    assert_ne!(seq_of(&old_unprocessed), seq_of(&at_cutoff));
+
+    assert_eq!(storage.purge(2_000).await.unwrap(), PurgeCounts::default());
+    let counts = storage.purge(5_001).await.unwrap();
+    assert_eq!(
+        counts,
+        PurgeCounts {
+            events: 2,
+            dead_letters: 2
+        }
+    );
+    assert!(read_everything(storage).await.is_empty());
+    assert!(storage.dead_letters(10, None).await.unwrap().is_empty());
+}
+
+async fn purge_before_any_batch_is_committed_keeps_every_log_entry(storage: &dyn Storage) {
+    storage
+        .append(&[event("zendesk", "t-1")], &[dead_letter(0)], 1_000)
+        .await
+        .unwrap();
+    let counts = storage.purge(10_000).await.unwrap();
+    assert_eq!(
+        counts,
+        PurgeCounts {
+            events: 0,
+            dead_letters: 1
+        },
+        "nothing is processed yet, so no log entry may go"
+    );
+    assert_eq!(read_everything(storage).await.len(), 1);
+}
+
+async fn sequence_numbers_are_not_reused_after_a_purge(storage: &dyn Storage) {
+    let outcome = storage
+        .append(
+            &[event("zendesk", "t-1"), event("zendesk", "t-2")],
+            &[],
+            1_000,
+        )
+        .await
+        .unwrap();
+    let last = outcome.seqs[1].unwrap();
+    storage
+        .commit_batch(&batch_with_loops(last, []), 2_000)
+        .await
+        .unwrap();
+    assert_eq!(storage.purge(5_000).await.unwrap().events, 2);
+    assert!(read_everything(storage).await.is_empty());
+
+    let next = storage
+        .append(&[event("zendesk", "t-3")], &[], 6_000)
+        .await
+        .unwrap()
+        .seqs[0]
+        .unwrap();
+    assert!(
+        next > last,
+        "a new entry ({next}) comes after the processed offset ({last}), or the processor would skip it"
+    );
+    assert_eq!(storage.read_log(last, 10).await.unwrap().len(), 1);
+    assert_eq!(storage.log_head().await.unwrap(), next);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processor failures and health.
+// ---------------------------------------------------------------------------------------------
+
+fn failed_entry(seq: i64) -> FailedEntry {
+    FailedEntry {
+        seq,
+        source: "crm".to_owned(),
+        id: format!("evt-{seq}"),
+        rejection: Rejection {
+            code: RejectionCode::InvalidField,
+            id: Some(format!("evt-{seq}")),
+            message: "`data.tier` is not a string".to_owned(),
+        },
+        payload: json!({"id": format!("evt-{seq}"), "data": {"tier": 3}}).to_string(),
+    }
+}
+
+async fn a_failed_entry_in_a_batch_becomes_a_dead_letter_from_the_processor(storage: &dyn Storage) {
+    storage.append(&[], &[dead_letter(0)], 1_000).await.unwrap();
+    let failed = failed_entry(7);
+    let effects = BatchEffects {
+        offset: 7,
+        clock: 4_000,
+        failed: vec![failed.clone()],
+        ..BatchEffects::default()
+    };
+    storage.commit_batch(&effects, 4_242).await.unwrap();
+
+    assert_eq!(storage.load_state().await.unwrap().offset, 7);
+    let rows = storage.dead_letters(10, None).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    let row = &rows[0];
+    assert_eq!(row.received_at, 4_242, "received when the batch committed");
+    assert_eq!(row.dead_letter.origin, "processor");
+    assert_eq!(
+        row.dead_letter.request_index,
+        Some(7),
+        "the entry's position in the log"
+    );
+    assert_eq!(row.dead_letter.event_source.as_deref(), Some("crm"));
+    assert_eq!(row.dead_letter.event_id.as_deref(), Some("evt-7"));
+    assert_eq!(row.dead_letter.code, "invalid_field");
+    assert_eq!(row.dead_letter.message, failed.rejection.message);
+    assert_eq!(row.dead_letter.payload, failed.payload);
+}
+
+async fn ping_succeeds_on_a_healthy_store(storage: &dyn Storage) {
+    storage.ping().await.expect("ping answers");
+}
