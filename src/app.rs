@@ -77,6 +77,7 @@ impl Application {
                 committed,
                 outcomes,
                 config,
+                processor_running: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             }),
         };
         Ok(Application {
@@ -99,7 +100,10 @@ impl Application {
     }
 
     /// Serves HTTP, runs the processor and the purge task until `shutdown` is cancelled, then drains:
-    /// in-flight requests finish, the processor commits its batch, the database closes.
+    /// the HTTP server stops taking connections and finishes in-flight requests (the processor keeps
+    /// running so that `?wait=true` and action requests get their answers), then the processor
+    /// commits its batch in flight and stops, then the database closes. If the processor stops on its
+    /// own, the application shuts down and reports it, rather than accept events it cannot process.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Application {
             listener,
@@ -111,18 +115,49 @@ impl Application {
             .local_addr()
             .context("Failed to read the listening address")?;
         tracing::info!(%address, config_version = %state.inner.config.version, "sigloop is listening.");
-        let processor_task = tokio::spawn(processor.run(shutdown.child_token()));
+        let processor_shutdown = CancellationToken::new();
+        let mut processor_task = {
+            let running = Arc::clone(&state.inner.processor_running);
+            let token = processor_shutdown.clone();
+            tokio::spawn(async move {
+                processor.run(token).await;
+                running.store(false, std::sync::atomic::Ordering::Relaxed);
+            })
+        };
         let purge_task = tokio::spawn(purge_loop(state.clone(), shutdown.child_token()));
         let router = api::router(state.clone());
         let server_shutdown = shutdown.clone();
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
-            .await
-            .context("The HTTP server failed")?;
+        let mut server = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
+                .await
+        });
+        let mut processor_failed = false;
+        let served = tokio::select! {
+            served = &mut server => served,
+            outcome = &mut processor_task => {
+                processor_failed = true;
+                state.inner.processor_running.store(false, std::sync::atomic::Ordering::Relaxed);
+                if let Err(error) = outcome {
+                    tracing::error!(error = %error, "The processor failed; shutting down.");
+                }
+                shutdown.cancel();
+                server.await
+            }
+        };
         shutdown.cancel();
-        let _ = processor_task.await;
+        processor_shutdown.cancel();
+        if !processor_failed {
+            let _ = processor_task.await;
+        }
         let _ = purge_task.await;
         sqlite.close().await;
+        served
+            .context("The HTTP server task failed")?
+            .context("The HTTP server failed")?;
+        if processor_failed {
+            anyhow::bail!("the processor stopped unexpectedly; sigloop shut down (see the log)");
+        }
         tracing::info!("sigloop stopped.");
         Ok(())
     }

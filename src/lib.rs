@@ -2,7 +2,9 @@
 //!
 //! # Layout, in data-flow order
 //!
-//! - [`ingest`]: HTTP and file input into the durable event log; rejected events into dead letters.
+//! - [`domain`]: the domain types every stage shares (events, ids, times in epoch milliseconds).
+//! - [`ingest`]: HTTP input (and the demo feeder) into the durable event log; rejected events into
+//!   dead letters; `ingest::client` is `sigloop ingest FILE`.
 //! - [`decode`]: CloudEvents JSON to domain [`domain::Event`]s, with a fixed set of rejection codes.
 //! - [`tag`]: the shared issue taxonomy, compiled once (Aho-Corasick and a RegexSet), with evidence.
 //! - [`detect`]: account detectors turning tagged events into signals.
@@ -13,6 +15,7 @@
 //! - [`api`]: the HTTP API and its JSON views.
 //! - [`app`]: start-up and shutdown; [`cli`]: the commands; [`config`]: typed, validated configuration.
 //! - [`gen`]: the deterministic event generator; [`bench`]: the end-to-end benchmark.
+//! - [`telemetry`]: metrics and logs; [`failpoint`]: crash points for the durability tests.
 //!
 //! decode, tag, detect, route and loops are synchronous and pure: no I/O, no wall clock.
 

@@ -64,7 +64,7 @@ impl Metrics {
         Metrics {
             events_in: counter_vec(
                 "sigloop_events_in_total",
-                "Events accepted into the log, by event type and transport (http, file, demo).",
+                "Events accepted into the log, by event type and transport (http, demo): the bounded stand-in for the source.",
                 &["type", "transport"],
             ),
             events_rejected: counter_vec(

@@ -497,6 +497,18 @@ async fn a_signal_after_a_loop_closed_as_duplicate_opens_the_next_generation_lin
         .await;
     assert_eq!(detail["links"][0]["relation"], "predecessor");
     assert_eq!(detail["links"][0]["state"], "closed");
+    // One live loop per key: the older generation cannot come back beside its successor.
+    let (status, body) = app
+        .action(&first, json!({"action": "reopen", "actor": "ana.lima"}))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("newer generation"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

@@ -47,6 +47,8 @@ pub struct Inner {
     /// The processor's committed offset.
     pub committed: watch::Receiver<i64>,
     pub outcomes: ActionOutcomes,
+    /// False once the processor task has ended.
+    pub processor_running: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -470,6 +472,14 @@ async fn post_action(
     if let Err(error) = transition(record.state, &action) {
         return Err(ApiError::Conflict(error.to_string()));
     }
+    if action == Action::Reopen {
+        let successor = crate::loops::loop_id(&record.key, record.generation + 1);
+        if state.inner.storage.loop_record(&successor).await?.is_some() {
+            return Err(ApiError::Conflict(format!(
+                "cannot reopen a loop that has a newer generation; reopen {successor}"
+            )));
+        }
+    }
     let request = ActionRequest {
         loop_id: id.clone(),
         action,
@@ -532,14 +542,18 @@ async fn post_explain(
         code: rejection.code.as_str(),
         message: rejection.message,
     })?;
-    let explanation = {
-        let core_state = state.inner.core_state.lock().expect("core state lock");
-        let now = match state.inner.config.settings.clock.mode {
+    // The processor holds the state's lock for a whole batch: wait for it off the async workers.
+    let inner = Arc::clone(&state.inner);
+    let explanation = tokio::task::spawn_blocking(move || {
+        let core_state = inner.core_state.lock().expect("core state lock");
+        let now = match inner.config.settings.clock.mode {
             crate::config::settings::ClockMode::Live => now_millis().max(core_state.clock),
             crate::config::settings::ClockMode::EventTime => event.time.max(core_state.clock),
         };
-        state.inner.core.explain(&core_state, &event, now)
-    };
+        inner.core.explain(&core_state, &event, now)
+    })
+    .await
+    .map_err(|_| ApiError::Unavailable("the explanation could not be computed".to_owned()))?;
     Ok(Json(
         serde_json::to_value(&explanation).expect("explanations serialize"),
     ))
@@ -587,6 +601,17 @@ async fn healthz() -> Json<Value> {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
+    if !state
+        .inner
+        .processor_running
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not_ready", "processor": "stopped"})),
+        )
+            .into_response();
+    }
     match state.inner.storage.ping().await {
         Ok(()) => Json(json!({"status": "ready", "storage": "ok", "processed_offset": *state.inner.committed.borrow()}))
             .into_response(),

@@ -188,13 +188,16 @@ fn parse_settings(
     env: impl Iterator<Item = (String, String)>,
     problems: &mut Vec<String>,
 ) -> Option<Settings> {
-    let mut document: toml::Table = match toml::from_str(text) {
-        Ok(table) => table,
+    // The file is layered over the embedded defaults, so it needs to name only what it changes.
+    let mut document: toml::Table =
+        toml::from_str(DEFAULT_SETTINGS).expect("the embedded settings parse (tested)");
+    match toml::from_str::<toml::Table>(text) {
+        Ok(table) => merge_tables(&mut document, table),
         Err(error) => {
             problems.push(format!("sigloop.toml: {}", error.to_string().trim_end()));
             return None;
         }
-    };
+    }
     let mut overrides: Vec<(String, String)> = env
         .filter(|(name, _)| name.starts_with(ENV_PREFIX))
         .collect();
@@ -239,6 +242,20 @@ fn parse_settings(
                 error.to_string().trim_end()
             ));
             None
+        }
+    }
+}
+
+/// Deep merge: tables merge key by key, anything else in `overlay` replaces what `base` had.
+fn merge_tables(base: &mut toml::Table, overlay: toml::Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(base_table)), toml::Value::Table(overlay_table)) => {
+                merge_tables(base_table, overlay_table)
+            }
+            (_, value) => {
+                base.insert(key, value);
+            }
         }
     }
 }
@@ -297,6 +314,15 @@ mod tests {
         assert!(text.contains("batch_size"), "{text}");
         assert!(text.contains("unknown team `nobody`"), "{text}");
         assert!(text.contains("not-an-address"), "{text}");
+    }
+
+    #[test]
+    fn a_settings_file_names_only_what_it_changes() {
+        let mut sources = ConfigSources::embedded();
+        sources.settings = "[server]\nlisten = \"0.0.0.0:9000\"\n".to_owned();
+        let config = Config::parse(&sources, std::iter::empty()).unwrap();
+        assert_eq!(config.settings.server.listen, "0.0.0.0:9000");
+        assert_eq!(config.settings.processor.batch_size, 1000);
     }
 
     #[test]

@@ -40,12 +40,13 @@ impl Signal {
     }
 }
 
-/// Event times of recent tickets for one account and tag, ascending: the repeat-ticket window.
+/// The key of a repeat-ticket window: one account and one (primary) tag.
 pub type RepeatKey = (AccountId, String);
 
 /// Detector state that lives in the committed state, so replays see the same windows.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DetectorState {
+    /// Event times of recent tickets per account and tag, ascending: the repeat-ticket windows.
     pub repeat_tickets: HashMap<RepeatKey, Vec<Millis>>,
 }
 

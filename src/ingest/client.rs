@@ -42,17 +42,19 @@ pub async fn send_ndjson(
         if wait { "?wait=true" } else { "" }
     );
     let mut totals = IngestTotals::default();
-    let mut batch = String::new();
+    let mut batch: Vec<u8> = Vec::new();
     // The file line of each event in the batch: blank lines are not sent, so the server's indexes
     // count only events.
     let mut batch_lines: Vec<usize> = Vec::with_capacity(batch_size);
-    for (index, line) in reader.lines().enumerate() {
+    // Lines are bytes, not text: a line that is not UTF-8 is sent as it is, for the server to reject
+    // with its line number, instead of ending the whole run.
+    for (index, line) in reader.split(b'\n').enumerate() {
         let line = line.context("Failed to read the input")?;
-        if line.trim().is_empty() {
+        if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        batch.push_str(&line);
-        batch.push('\n');
+        batch.extend_from_slice(&line);
+        batch.push(b'\n');
         batch_lines.push(index + 1);
         if batch_lines.len() >= batch_size {
             send(&client, &url, &batch, &batch_lines, &mut totals).await?;
@@ -69,7 +71,7 @@ pub async fn send_ndjson(
 async fn send(
     client: &reqwest::Client,
     url: &str,
-    body: &str,
+    body: &[u8],
     line_numbers: &[usize],
     totals: &mut IngestTotals,
 ) -> anyhow::Result<()> {
@@ -79,7 +81,7 @@ async fn send(
         let result = client
             .post(url)
             .header("content-type", "application/x-ndjson")
-            .body(body.to_owned())
+            .body(body.to_vec())
             .send()
             .await;
         match result {

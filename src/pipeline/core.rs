@@ -369,7 +369,12 @@ impl Core {
                 .entry(tag_match.tag.clone())
                 .or_default() += 1;
         }
-        let detection = self.detectors.detect(event, &tagging, &state.detectors);
+        let mut detection = self.detectors.detect(event, &tagging, &state.detectors);
+        // Several signals of one event usually share a key: the most severe one opens (and routes)
+        // the loop, the rest join it, whatever the detectors' order in the configuration.
+        detection
+            .signals
+            .sort_by_key(|signal| std::cmp::Reverse(signal.severity));
         if let Some(update) = detection.repeat_update {
             effects
                 .repeat_windows
@@ -565,18 +570,11 @@ impl Core {
             Placement::Reopen(id) => {
                 let record = state.loops.get_mut(&id).expect("current loops exist");
                 let from = record.state;
-                record.apply_transition(&Action::Reopen, LoopState::Reopened, now);
+                let next = transition(from, &Action::Reopen)
+                    .expect("placement reopens only resolved, verifying or closed loops");
+                record.apply_transition(&Action::Reopen, next, now);
+                self.restart_sla(record, now);
                 record.priority = record.priority.min(priority);
-                if let Some((ack, resolve, _)) = record
-                    .sla_policy
-                    .as_ref()
-                    .and_then(|name| self.sla.get(name))
-                {
-                    record.ack_due = Some(now + ack);
-                    record.resolve_due = Some(now + resolve);
-                    record.acknowledged_at = None;
-                    record.breached = false;
-                }
                 let reason = format!("recurrence: {}: {}", signal.detector, signal.reason);
                 push_history(
                     state,
@@ -637,6 +635,20 @@ impl Core {
         });
     }
 
+    /// A reopened loop gets fresh SLA deadlines from its policy, as if it had just opened.
+    fn restart_sla(&self, record: &mut LoopRecord, now: Millis) {
+        record.acknowledged_at = None;
+        record.breached = false;
+        if let Some((ack, resolve, _)) = record
+            .sla_policy
+            .as_ref()
+            .and_then(|name| self.sla.get(name))
+        {
+            record.ack_due = Some(now + ack);
+            record.resolve_due = Some(now + resolve);
+        }
+    }
+
     /// Applies an operator action. Illegal ones change nothing and report why.
     pub fn apply_action(
         &self,
@@ -645,9 +657,26 @@ impl Core {
         now: Millis,
         effects: &mut BatchEffects,
     ) -> ActionOutcome {
-        let Some(record) = state.loops.get_mut(&request.loop_id) else {
+        let Some(record) = state.loops.get(&request.loop_id) else {
             return ActionOutcome::NotFound;
         };
+        // Only the newest generation of a key may come back to life: an older one reopened beside
+        // its successor would be a second live loop for one key, which no signal could reach.
+        if request.action == Action::Reopen
+            && state
+                .current
+                .get(&record.key)
+                .is_some_and(|current| current != &record.id)
+        {
+            return ActionOutcome::Illegal {
+                message: "cannot reopen a loop that has a newer generation; reopen the newest one"
+                    .to_owned(),
+            };
+        }
+        let record = state
+            .loops
+            .get_mut(&request.loop_id)
+            .expect("looked up above");
         let from = record.state;
         let next = match transition(from, &request.action) {
             Ok(next) => next,
@@ -658,6 +687,9 @@ impl Core {
             }
         };
         record.apply_transition(&request.action, next, now);
+        if request.action == Action::Reopen {
+            self.restart_sla(record, now);
+        }
         let queue = record.queue.clone();
         effects.loops.insert(record.id.clone(), record.clone());
         let mut reason = request.note.clone();
@@ -709,10 +741,13 @@ impl Core {
     /// The dry run of one event against `state`: nothing in `state` changes.
     pub fn explain(&self, state: &CoreState, event: &Event, now: Millis) -> Explanation {
         let tagging = self.tagger.tag(&event.data);
-        let detection = match &event.data {
+        let mut detection = match &event.data {
             EventData::AccountUpserted(_) => Default::default(),
             _ => self.detectors.detect(event, &tagging, &state.detectors),
         };
+        detection
+            .signals
+            .sort_by_key(|signal| std::cmp::Reverse(signal.severity));
         let account = state.accounts.get(event.account_id());
         let mut router_state = state.router.clone();
         let mut planned: HashMap<String, (String, String, String)> = HashMap::new();

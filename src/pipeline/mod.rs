@@ -6,7 +6,7 @@
 
 pub mod core;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use crate::telemetry::Metrics;
 
 /// Outcomes of action entries, by log sequence number, until the API request that appended them
 /// collects them.
-pub type ActionOutcomes = Arc<Mutex<HashMap<i64, ActionOutcome>>>;
+pub type ActionOutcomes = Arc<Mutex<BTreeMap<i64, ActionOutcome>>>;
 
 /// Outcomes nobody collected (their request timed out) are dropped past this many.
 const MAX_PENDING_OUTCOMES: usize = 10_000;
@@ -245,10 +245,11 @@ impl Processor {
         metrics.processed_offset.set(effects.offset);
         if !effects.action_outcomes.is_empty() {
             let mut outcomes = self.outcomes.lock().expect("outcomes lock");
-            if outcomes.len() > MAX_PENDING_OUTCOMES {
-                outcomes.clear();
-            }
             outcomes.extend(effects.action_outcomes.iter().cloned());
+            // The oldest are the ones whose requests gave up waiting long ago.
+            while outcomes.len() > MAX_PENDING_OUTCOMES {
+                outcomes.pop_first();
+            }
         }
     }
 }

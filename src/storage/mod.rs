@@ -44,7 +44,7 @@ pub struct AppendEntry {
 /// A rejected input, kept so that nothing is dropped silently.
 #[derive(Debug, Clone, Serialize)]
 pub struct NewDeadLetter {
-    /// Where it came from: `http`, `file` or `processor`.
+    /// Where it came from: `http`, `demo` or `processor`.
     pub origin: String,
     /// Index of the event in its request or file, when known.
     pub request_index: Option<i64>,

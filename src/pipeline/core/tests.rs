@@ -638,7 +638,9 @@ fn legal_operator_actions_change_the_state_and_write_history_rows_with_the_actor
     }
     let record = &fixture.state.loops[&id];
     assert_eq!(record.owner, "ben.okafor");
-    assert_eq!(record.acknowledged_at, Some(START + 2 * HOUR));
+    // A reopened loop waits for a new acknowledgement, with SLA deadlines counted from the reopen.
+    assert_eq!(record.acknowledged_at, None);
+    assert!(record.ack_due.is_some_and(|due| due > record.updated_at));
     assert_eq!(record.recurrence, 1, "the operator's reopen counts too");
     assert_eq!(record.close_reason, None);
     assert_eq!(record.history_len, 8);
