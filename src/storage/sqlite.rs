@@ -71,7 +71,7 @@ impl SqliteStorage {
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         let reader = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(3)
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(options.read_only(true).pragma("cache_size", "-8192"))
             .await?;
