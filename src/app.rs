@@ -52,6 +52,7 @@ impl Application {
         let outcomes: ActionOutcomes = Arc::default();
         let core = Arc::new(core);
         let core_state = Arc::new(Mutex::new(core_state));
+        let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let processor = Processor {
             core: Arc::clone(&core),
             state: Arc::clone(&core_state),
@@ -62,6 +63,7 @@ impl Application {
             appended: Arc::clone(&appended),
             committed: committed_sender,
             outcomes: Arc::clone(&outcomes),
+            stalled: Arc::clone(&stalled),
         };
         let state = AppState {
             inner: Arc::new(api::Inner {
@@ -78,6 +80,7 @@ impl Application {
                 outcomes,
                 config,
                 processor_running: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+                processor_stalled: stalled,
             }),
         };
         Ok(Application {

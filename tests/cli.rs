@@ -577,3 +577,38 @@ fixed_owner = "kai.nakamura"
         "no database is created for a configuration that fails"
     );
 }
+
+#[tokio::test]
+async fn demo_fills_the_queues_with_loops_within_seconds() {
+    let directory = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let mut child = sigloop(&["demo", "--listen", &format!("127.0.0.1:{port}"), "--db"])
+        .arg(directory.path().join("demo.db"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the demo starts");
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let mut open_loops = 0;
+    while started.elapsed() < Duration::from_secs(20) && open_loops == 0 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let Ok(response) = client
+            .get(format!("http://127.0.0.1:{port}/v1/queues"))
+            .send()
+            .await
+        else {
+            continue;
+        };
+        let queues: Value = response.json().await.unwrap();
+        open_loops = queues["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|queue| queue["counts"]["open"].as_u64().unwrap())
+            .sum();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(open_loops > 0, "the demo opened no loop within 20 s");
+}

@@ -49,6 +49,8 @@ pub struct Inner {
     pub outcomes: ActionOutcomes,
     /// False once the processor task has ended.
     pub processor_running: Arc<std::sync::atomic::AtomicBool>,
+    /// True while the processor's commits keep failing.
+    pub processor_stalled: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -613,7 +615,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
             .into_response();
     }
     match state.inner.storage.ping().await {
-        Ok(()) => Json(json!({"status": "ready", "storage": "ok", "processed_offset": *state.inner.committed.borrow()}))
+        Ok(()) => Json(json!({"status": "ready", "storage": "ok", "processor": "running", "processed_offset": *state.inner.committed.borrow()}))
             .into_response(),
         Err(error) => {
             tracing::warn!(error = %error, "Readiness check failed: storage is not answering.");

@@ -48,6 +48,8 @@ pub struct Processor {
     /// The committed offset, published after every commit.
     pub committed: watch::Sender<i64>,
     pub outcomes: ActionOutcomes,
+    /// Set while commits keep failing, so that readiness reports a stalled processor.
+    pub stalled: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Processor {
@@ -172,6 +174,8 @@ impl Processor {
                 self.record(&effects);
                 crate::failpoint::hit("after_commit");
                 self.committed.send_replace(effects.offset);
+                self.stalled
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
                 true
             }
             Err(error) => {
@@ -199,6 +203,10 @@ impl Processor {
 
     async fn back_off(&self, failures: &mut u32, shutdown: &CancellationToken) {
         *failures = (*failures + 1).min(6);
+        if *failures >= 3 {
+            self.stalled
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let delay = Duration::from_millis(100 * (1 << *failures));
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
