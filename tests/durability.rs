@@ -166,3 +166,54 @@ async fn the_same_file_in_batches_of_1_and_of_1000_gives_byte_identical_exports(
     assert!(exports[0].lines().count() > 3, "the workload opens loops");
     assert_eq!(exports[0], exports[1]);
 }
+
+#[tokio::test]
+async fn sigterm_drains_a_waiting_request_before_the_process_exits() {
+    let lines = generated(20, 2000, 21);
+    let directory = tempfile::tempdir().unwrap();
+    let db = directory.path().join("drain.db");
+    // Small batches make processing take long enough to be interrupted.
+    let mut server =
+        ServerProcess::start(&db, &[EVENT_TIME, ("SIGLOOP__PROCESSOR__BATCH_SIZE", "5")]);
+    server.wait_until_healthy().await;
+    let address = server.address.clone();
+    let body = lines.join("\n");
+    let request = tokio::spawn(async move {
+        let response = reqwest::Client::new()
+            .post(format!("{address}/v1/events?wait=true"))
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+            .await
+            .expect("the waiting request is answered");
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.unwrap())
+    });
+    // Once the processor has started on the request's events, ask the server to stop.
+    let client = reqwest::Client::new();
+    loop {
+        let ready: Value = client
+            .get(format!("{}/readyz", server.address))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if ready["processed_offset"].as_i64().unwrap_or(0) > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    unsafe {
+        libc::kill(server.child.id() as i32, libc::SIGTERM);
+    }
+    let (status, answer) = request.await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["processed"], true,
+        "the processor kept running until the waiting request was answered: {answer}"
+    );
+    let exit = server.wait_for_exit().await;
+    assert!(exit.success(), "a drained shutdown exits cleanly: {exit}");
+}
