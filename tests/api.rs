@@ -509,6 +509,15 @@ async fn a_signal_after_a_loop_closed_as_duplicate_opens_the_next_generation_lin
             .contains("newer generation"),
         "{body}"
     );
+    let (status, body) = app
+        .action(
+            &first,
+            json!({"action": "comment", "actor": "ana.lima", "note": "context"}),
+        )
+        .await;
+    assert_eq!(status, 409, "a superseded generation is read-only: {body}");
+    let (status, body) = app.get(&format!("/v1/loops/{first}")).await;
+    assert_eq!(status, 200, "it is still shown: {body}");
 }
 
 #[tokio::test]

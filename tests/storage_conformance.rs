@@ -719,13 +719,18 @@ async fn commit_batch_then_load_state_round_trips_offset_clock_accounts_loops_wi
     assert_eq!(state.accounts.len(), 2);
     assert_eq!(state.accounts[&acme.account_id], acme_upgraded);
     assert_eq!(state.accounts[&globex.account_id], globex);
+    // Only the newest generation of each key comes back: superseded ones stay in storage alone.
     assert_eq!(
         state.loops,
         HashMap::from([
-            (billing.id.clone(), billing_closed.clone()),
             (billing_next.id.clone(), billing_next.clone()),
             (journey.id.clone(), journey.clone())
         ])
+    );
+    assert_eq!(
+        storage.loop_record(&billing.id).await.unwrap(),
+        Some(billing_closed.clone()),
+        "the superseded generation is still stored"
     );
     assert_eq!(
         state.current_loop(&billing.key),

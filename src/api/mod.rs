@@ -474,13 +474,9 @@ async fn post_action(
     if let Err(error) = transition(record.state, &action) {
         return Err(ApiError::Conflict(error.to_string()));
     }
-    if action == Action::Reopen {
-        let successor = crate::loops::loop_id(&record.key, record.generation + 1);
-        if state.inner.storage.loop_record(&successor).await?.is_some() {
-            return Err(ApiError::Conflict(format!(
-                "cannot reopen a loop that has a newer generation; reopen {successor}"
-            )));
-        }
+    // A superseded generation is read-only: one live loop per key, and actions go to the newest.
+    if let Some(conflict) = superseded(&state, &record).await? {
+        return Err(conflict);
     }
     let request = ActionRequest {
         loop_id: id.clone(),
@@ -510,11 +506,28 @@ async fn post_action(
         .remove(&seq);
     match outcome {
         Some(ActionOutcome::Illegal { message }) => Err(ApiError::Conflict(message)),
-        Some(ActionOutcome::NotFound) => Err(ApiError::NotFound(format!("no loop with id {id}"))),
+        Some(ActionOutcome::NotFound) => match superseded(&state, &record).await? {
+            // A newer generation opened between the check above and the processor's turn.
+            Some(conflict) => Err(conflict),
+            None => Err(ApiError::NotFound(format!("no loop with id {id}"))),
+        },
         Some(ActionOutcome::Applied { .. }) | None => {
             Ok(Json(loop_with_links(&state, &id).await?).into_response())
         }
     }
+}
+
+/// 409 when the loop has a newer generation.
+async fn superseded(
+    state: &AppState,
+    record: &crate::loops::LoopRecord,
+) -> Result<Option<ApiError>, ApiError> {
+    let successor = crate::loops::loop_id(&record.key, record.generation + 1);
+    Ok(state.inner.storage.loop_record(&successor).await?.map(|_| {
+        ApiError::Conflict(format!(
+            "this loop has a newer generation {successor}; act on that one"
+        ))
+    }))
 }
 
 async fn get_account(

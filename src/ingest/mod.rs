@@ -142,7 +142,11 @@ impl Ingestor {
     }
 
     /// Appends an operator action to the log; returns its sequence number.
-    pub async fn append_action(&self, request: &ActionRequest, received_at: i64) -> Result<i64, StorageError> {
+    pub async fn append_action(
+        &self,
+        request: &ActionRequest,
+        received_at: i64,
+    ) -> Result<i64, StorageError> {
         let payload = serde_json::to_string(request).expect("actions serialize");
         // Action ids only need to be unique in the log; a random suffix makes a clash all but
         // impossible, and a clash is simply retried with another one.
@@ -150,12 +154,20 @@ impl Ingestor {
             let entry = AppendEntry {
                 kind: EntryKind::Action,
                 source: ACTION_SOURCE.to_owned(),
-                id: format!("{}:{}:{:016x}", request.loop_id, received_at, rand::random::<u64>()),
+                id: format!(
+                    "{}:{}:{:016x}",
+                    request.loop_id,
+                    received_at,
+                    rand::random::<u64>()
+                ),
                 event_type: format!("action.{}", request.action.name()),
                 event_time: request.time,
                 payload: payload.clone(),
             };
-            let outcome = self.storage.append(std::slice::from_ref(&entry), &[], received_at).await?;
+            let outcome = self
+                .storage
+                .append(std::slice::from_ref(&entry), &[], received_at)
+                .await?;
             if let Some(seq) = outcome.seqs[0] {
                 self.appended.notify_one();
                 return Ok(seq);

@@ -92,7 +92,7 @@ pub struct CoreState {
     pub offset: i64,
     pub clock: Millis,
     pub accounts: HashMap<AccountId, Account>,
-    /// Every loop by id.
+    /// The newest generation of every loop key, by id. Superseded generations live only in storage.
     pub loops: HashMap<String, LoopRecord>,
     /// The newest generation's id per loop key.
     pub current: HashMap<String, String>,
@@ -527,7 +527,14 @@ impl Core {
                     id.clone(),
                     serde_json::to_string(&trace).expect("traces serialize"),
                 ));
+                let predecessor = record.predecessor.clone();
                 state.insert_loop(record);
+                // A superseded generation is closed for good and read-only (actions go to the newest
+                // one), so the core forgets it: memory grows with the number of keys, not with
+                // history. Its row stays in storage.
+                if let Some(predecessor) = predecessor {
+                    state.loops.remove(&predecessor);
+                }
                 let reason = format!("{}: {}", signal.detector, signal.reason);
                 push_history(
                     state,

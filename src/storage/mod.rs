@@ -137,7 +137,7 @@ pub trait Storage: Send + Sync + 'static {
     /// The highest sequence number in the log (0 for an empty log).
     async fn log_head(&self) -> Result<i64, StorageError>;
 
-    /// The processor's committed state.
+    /// The processor's committed state (with the newest generation of each loop key).
     async fn load_state(&self) -> Result<CoreState, StorageError>;
 
     /// Commits one batch's effects and the processor's new offset together.

@@ -256,9 +256,13 @@ impl Storage for SqliteStorage {
             let account: Account = json_from_row(&row, "account")?;
             state.accounts.insert(account.account_id.clone(), account);
         }
-        for row in sqlx::query("SELECT record FROM loops")
-            .fetch_all(&self.writer)
-            .await?
+        // Only the newest generation of each key: the core never needs superseded ones.
+        for row in sqlx::query(
+            "SELECT record FROM loops WHERE (key, generation) IN \
+             (SELECT key, MAX(generation) FROM loops GROUP BY key)",
+        )
+        .fetch_all(&self.writer)
+        .await?
         {
             state.insert_loop(loop_from_row(&row)?);
         }
