@@ -57,7 +57,6 @@ impl Ingestor {
     ) -> Result<IngestReport, StorageError> {
         let mut report = IngestReport::default();
         let mut entries = Vec::with_capacity(items.len());
-        let mut indexes = Vec::with_capacity(items.len());
         let mut dead_letters = Vec::new();
         for (index, item) in items.iter().enumerate() {
             let decoded =
@@ -79,7 +78,6 @@ impl Ingestor {
                         id: event.id,
                         payload: text.to_owned(),
                     });
-                    indexes.push(index);
                 }
                 Err(rejection) => {
                     dead_letters.push(NewDeadLetter {
@@ -134,7 +132,6 @@ impl Ingestor {
                 .with_label_values(&[rejected.code.as_str()])
                 .inc();
         }
-        debug_assert_eq!(indexes.len(), entries.len());
         if report.accepted > 0 {
             self.appended.notify_one();
         }

@@ -459,8 +459,8 @@ impl Core {
         effects: &mut BatchEffects,
     ) {
         let key = signal.loop_key();
-        let account = state.accounts.get(&signal.account_id).cloned();
-        let (priority, priority_reason) = self.priority(signal, account.as_ref());
+        let account = state.accounts.get(&signal.account_id);
+        let (priority, priority_reason) = self.priority(signal, account);
         let (loop_id, outcome) = match self.placement(state, &key, now) {
             Placement::Open {
                 generation,
@@ -468,7 +468,7 @@ impl Core {
             } => {
                 let decision = self
                     .router
-                    .route(&self.route_input(signal, account.as_ref()), &state.router);
+                    .route(&self.route_input(signal, account), &state.router);
                 state.router.apply(&decision);
                 if let Some((team, cursor)) = &decision.round_robin_advance {
                     effects.round_robin.insert(team.clone(), *cursor);
@@ -664,26 +664,11 @@ impl Core {
         now: Millis,
         effects: &mut BatchEffects,
     ) -> ActionOutcome {
-        let Some(record) = state.loops.get(&request.loop_id) else {
+        // Superseded generations are not in memory (see `apply_signal`), so an action on one is
+        // not found here: only the newest generation of a key can change.
+        let Some(record) = state.loops.get_mut(&request.loop_id) else {
             return ActionOutcome::NotFound;
         };
-        // Only the newest generation of a key may come back to life: an older one reopened beside
-        // its successor would be a second live loop for one key, which no signal could reach.
-        if request.action == Action::Reopen
-            && state
-                .current
-                .get(&record.key)
-                .is_some_and(|current| current != &record.id)
-        {
-            return ActionOutcome::Illegal {
-                message: "cannot reopen a loop that has a newer generation; reopen the newest one"
-                    .to_owned(),
-            };
-        }
-        let record = state
-            .loops
-            .get_mut(&request.loop_id)
-            .expect("looked up above");
         let from = record.state;
         let next = match transition(from, &request.action) {
             Ok(next) => next,
@@ -698,7 +683,6 @@ impl Core {
             self.restart_sla(record, now);
         }
         let queue = record.queue.clone();
-        effects.loops.insert(record.id.clone(), record.clone());
         let mut reason = request.note.clone();
         match &request.action {
             Action::Close {
@@ -742,6 +726,8 @@ impl Core {
             Some(from),
             reason,
         );
+        let record = &state.loops[&loop_id];
+        effects.loops.insert(loop_id, record.clone());
         ActionOutcome::Applied { state: next }
     }
 
@@ -871,6 +857,8 @@ fn failed(entry: &LogEntry, rejection: Rejection) -> FailedEntry {
     }
 }
 
+/// Appends a history row and counts it on the loop. The caller copies the loop into the batch's effects
+/// once, after its last change.
 #[allow(clippy::too_many_arguments)]
 fn push_history(
     state: &mut CoreState,
@@ -888,7 +876,6 @@ fn push_history(
         .expect("history is written for known loops");
     let seq = record.history_len;
     record.history_len += 1;
-    effects.loops.insert(record.id.clone(), record.clone());
     effects.history.push(HistoryRow {
         loop_id: loop_id.to_owned(),
         seq,
