@@ -37,8 +37,7 @@ impl Application {
                 .with_context(|| format!("Failed to open the database {}", path.display()))?,
         );
         let storage: Arc<dyn Storage> = sqlite.clone();
-        let core_state = storage
-            .load_state()
+        let core_state = crate::pipeline::load_state(storage.as_ref(), &core)
             .await
             .context("Failed to load the committed state")?;
         let offset = core_state.offset;
@@ -170,9 +169,17 @@ impl Application {
 async fn purge_loop(state: AppState, shutdown: CancellationToken) {
     let storage_settings = &state.inner.config.settings.storage;
     let retention = i64::from(storage_settings.retention_days) * crate::domain::MILLIS_PER_DAY;
+    let journey_retention = i64::from(state.inner.config.settings.journeys.retention_days)
+        * crate::domain::MILLIS_PER_DAY;
     let interval = Duration::from_secs(storage_settings.purge_interval_secs);
     loop {
-        match state.inner.storage.purge(now_millis() - retention).await {
+        let now = now_millis();
+        match state
+            .inner
+            .storage
+            .purge(now - retention, now - journey_retention)
+            .await
+        {
             Ok(counts) => {
                 state
                     .inner
@@ -186,10 +193,17 @@ async fn purge_loop(state: AppState, shutdown: CancellationToken) {
                     .purged
                     .with_label_values(&["dead_letters"])
                     .inc_by(counts.dead_letters);
-                if counts.events + counts.dead_letters > 0 {
+                state
+                    .inner
+                    .metrics
+                    .purged
+                    .with_label_values(&["journey_buckets"])
+                    .inc_by(counts.journey_buckets);
+                if counts.events + counts.dead_letters + counts.journey_buckets > 0 {
                     tracing::info!(
                         events = counts.events,
                         dead_letters = counts.dead_letters,
+                        journey_buckets = counts.journey_buckets,
                         "Purged rows past the retention period."
                     );
                 }

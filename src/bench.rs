@@ -277,7 +277,10 @@ fn stages(lines: &[String]) -> anyhow::Result<()> {
                 tag: &signal.key_tag,
                 severity: signal.severity,
                 detector: &signal.detector,
-                account: accounts.get(&signal.account_id),
+                account: signal
+                    .account_id
+                    .as_ref()
+                    .and_then(|account_id| accounts.get(account_id)),
             };
             let decision = core.router().route(&input, &router_state);
             router_state.apply(&decision);

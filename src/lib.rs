@@ -30,6 +30,7 @@ pub mod domain;
 pub mod failpoint;
 pub mod gen;
 pub mod ingest;
+pub mod journey;
 pub mod loops;
 pub mod pipeline;
 pub mod route;

@@ -203,6 +203,9 @@ fn loop_record(key: &str, generation: u32, tag: &str) -> LoopRecord {
         watchers: vec!["carol".to_owned()],
         config_version: "cfg-1".to_owned(),
         history_len: 1,
+        stage: None,
+        journey_loop: None,
+        tasks: Vec::new(),
     }
 }
 
@@ -239,6 +242,7 @@ fn evidence(record: &LoopRecord, event_id: &str, at: Millis) -> EvidenceRow {
         tags: json!([{"tag": record.tag, "rule": "r1", "field": "subject"}]),
         reference: json!({"ticket_id": event_id, "source": "zendesk"}),
         outcome: "join".to_owned(),
+        journey: None,
     }
 }
 
@@ -253,6 +257,7 @@ fn signal(account_id: &str, time: Millis, event_id: &str) -> SignalRow {
         event_source: "zendesk".to_owned(),
         event_id: event_id.to_owned(),
         reason: "three tickets in seven days".to_owned(),
+        stage: "onboarding".to_owned(),
     }
 }
 
@@ -1482,12 +1487,13 @@ async fn purge_deletes_only_processed_log_entries_received_before_the_cutoff_and
         .commit_batch(&batch_with_loops(old.seqs[1].unwrap(), []), 6_000)
         .await
         .unwrap();
-    let counts = storage.purge(2_000).await.unwrap();
+    let counts = storage.purge(2_000, 0).await.unwrap();
     assert_eq!(
         counts,
         PurgeCounts {
             events: 2,
-            dead_letters: 1
+            dead_letters: 1,
+            journey_buckets: 0,
         }
     );
     let remaining: Vec<String> = read_everything(storage)
@@ -1515,12 +1521,13 @@ async fn purge_deletes_only_processed_log_entries_received_before_the_cutoff_and
         .commit_batch(&batch_with_loops(seq_of(&recent), []), 6_100)
         .await
         .unwrap();
-    let counts = storage.purge(2_000).await.unwrap();
+    let counts = storage.purge(2_000, 0).await.unwrap();
     assert_eq!(
         counts,
         PurgeCounts {
             events: 1,
-            dead_letters: 0
+            dead_letters: 0,
+            journey_buckets: 0,
         }
     );
     let remaining: Vec<i64> = read_everything(storage)
@@ -1531,13 +1538,17 @@ async fn purge_deletes_only_processed_log_entries_received_before_the_cutoff_and
     assert_eq!(remaining, [seq_of(&at_cutoff), seq_of(&recent)]);
     assert_ne!(seq_of(&old_unprocessed), seq_of(&at_cutoff));
 
-    assert_eq!(storage.purge(2_000).await.unwrap(), PurgeCounts::default());
-    let counts = storage.purge(5_001).await.unwrap();
+    assert_eq!(
+        storage.purge(2_000, 0).await.unwrap(),
+        PurgeCounts::default()
+    );
+    let counts = storage.purge(5_001, 0).await.unwrap();
     assert_eq!(
         counts,
         PurgeCounts {
             events: 2,
-            dead_letters: 2
+            dead_letters: 2,
+            journey_buckets: 0,
         }
     );
     assert!(read_everything(storage).await.is_empty());
@@ -1549,12 +1560,13 @@ async fn purge_before_any_batch_is_committed_keeps_every_log_entry(storage: &dyn
         .append(&[event("zendesk", "t-1")], &[dead_letter(0)], 1_000)
         .await
         .unwrap();
-    let counts = storage.purge(10_000).await.unwrap();
+    let counts = storage.purge(10_000, 0).await.unwrap();
     assert_eq!(
         counts,
         PurgeCounts {
             events: 0,
-            dead_letters: 1
+            dead_letters: 1,
+            journey_buckets: 0,
         },
         "nothing is processed yet, so no log entry may go"
     );
@@ -1575,7 +1587,7 @@ async fn sequence_numbers_are_not_reused_after_a_purge(storage: &dyn Storage) {
         .commit_batch(&batch_with_loops(last, []), 2_000)
         .await
         .unwrap();
-    assert_eq!(storage.purge(5_000).await.unwrap().events, 2);
+    assert_eq!(storage.purge(5_000, 0).await.unwrap().events, 2);
     assert!(read_everything(storage).await.is_empty());
 
     let next = storage

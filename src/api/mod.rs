@@ -21,13 +21,15 @@ use tokio::sync::watch;
 pub use error::ApiError;
 
 use crate::config::routes::SignalKind;
+use crate::config::signals::Window;
 use crate::config::Config;
 use crate::decode::{self, RejectionCode};
+use crate::domain::Millis;
 use crate::ingest::Ingestor;
 use crate::loops::{transition, Action, CloseReason, LoopState};
 use crate::pipeline::core::{ActionOutcome, ActionRequest, Core, CoreState};
 use crate::pipeline::{now_millis, ActionOutcomes};
-use crate::storage::{LoopFilter, Storage};
+use crate::storage::{JourneyDimension, JourneyQuery, LoopFilter, Storage};
 use crate::telemetry::Metrics;
 
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -61,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/loops/{id}", get(get_loop))
         .route("/v1/loops/{id}/actions", post(post_action))
         .route("/v1/accounts/{id}", get(get_account))
+        .route("/v1/journeys", get(get_journeys))
         .route("/v1/explain", post(post_explain))
         .route("/v1/dead-letters", get(get_dead_letters))
         .route("/v1/openapi.json", get(get_openapi))
@@ -350,7 +353,7 @@ async fn loop_with_links(state: &AppState, id: &str) -> Result<Value, ApiError> 
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no loop with id {id}")))?;
     let mut view = views::loop_detail_view(&detail);
-    let mut links = Vec::new();
+    let mut links: Vec<Value> = Vec::new();
     if let Some(predecessor) = &detail.record.predecessor {
         if let Some(record) = state.inner.storage.loop_record(predecessor).await? {
             links.push(json!({"relation": "predecessor", "id": record.id, "state": record.state, "key": record.key, "generation": record.generation}));
@@ -359,6 +362,9 @@ async fn loop_with_links(state: &AppState, id: &str) -> Result<Value, ApiError> 
     let successor_id = crate::loops::loop_id(&detail.record.key, detail.record.generation + 1);
     if let Some(record) = state.inner.storage.loop_record(&successor_id).await? {
         links.push(json!({"relation": "successor", "id": record.id, "state": record.state, "key": record.key, "generation": record.generation}));
+    }
+    if let Value::Array(journey_links) = view["links"].take() {
+        links.extend(journey_links);
     }
     view["links"] = Value::Array(links);
     Ok(view)
@@ -545,6 +551,127 @@ async fn get_account(
         "profile": view.account.as_ref().map(views::account_view),
         "open_loops": view.open_loops.iter().map(views::loop_view).collect::<Vec<_>>(),
         "recent_signals": view.recent_signals.iter().map(views::signal_view).collect::<Vec<_>>(),
+        "journey": view.journey.iter().map(views::stage_signals_view).collect::<Vec<_>>(),
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JourneysQuery {
+    group_by: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    kind: Option<String>,
+    stage: Option<String>,
+    tag: Option<String>,
+    touchpoint: Option<String>,
+}
+
+/// An RFC 3339 time or a `YYYY-MM-DD` date (midnight UTC).
+fn parse_instant(name: &str, value: &str) -> Result<Millis, ApiError> {
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(value) {
+        return Ok(time.timestamp_millis());
+    }
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d") {
+        return Ok(date
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight exists")
+            .and_utc()
+            .timestamp_millis());
+    }
+    Err(ApiError::bad_request(
+        "invalid_parameter",
+        format!("{name} `{value}` is not an RFC 3339 time or a YYYY-MM-DD date"),
+    ))
+}
+
+async fn get_journeys(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<JourneysQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let policy = &state.inner.config.signals.journeys;
+    let window = match query.kind.as_deref() {
+        None if policy.windows.contains(&Window::Day) => Window::Day,
+        None => policy.grain(),
+        Some(value) => Window::parse(value)
+            .filter(|window| policy.windows.contains(window))
+            .ok_or_else(|| {
+                let known: Vec<&str> = policy
+                    .windows
+                    .iter()
+                    .map(|window| window.as_str())
+                    .collect();
+                ApiError::bad_request(
+                    "invalid_parameter",
+                    format!(
+                        "kind `{value}` is not a configured journey window ({})",
+                        known.join(", ")
+                    ),
+                )
+            })?,
+    };
+    let mut group_by = Vec::new();
+    for name in query.group_by.as_deref().unwrap_or("stage").split(',') {
+        let name = name.trim();
+        let dimension = JourneyDimension::parse(name).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_parameter",
+                format!("group_by `{name}` is not one of stage, tag, touchpoint, window"),
+            )
+        })?;
+        if group_by.contains(&dimension) {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("group_by names `{name}` twice"),
+            ));
+        }
+        group_by.push(dimension);
+    }
+    // `from` and `to` round out to whole windows of `kind`.
+    let from = query
+        .from
+        .as_deref()
+        .map(|value| parse_instant("from", value))
+        .transpose()?
+        .map(|from| window.start(from));
+    let to = query
+        .to
+        .as_deref()
+        .map(|value| parse_instant("to", value))
+        .transpose()?
+        .map(|to| window.ceiling(to));
+    if let (Some(from), Some(to)) = (from, to) {
+        if from >= to {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                "from must be before to",
+            ));
+        }
+    }
+    let groups = state
+        .inner
+        .storage
+        .journeys(&JourneyQuery {
+            window,
+            from,
+            to,
+            group_by: group_by.clone(),
+            stage: query.stage,
+            tag: query.tag,
+            touchpoint: query.touchpoint,
+        })
+        .await?;
+    Ok(Json(json!({
+        "kind": window.as_str(),
+        "from": from.map(crate::domain::format_millis),
+        "to": to.map(crate::domain::format_millis),
+        "group_by": group_by.iter().map(|dimension| match dimension {
+            JourneyDimension::Stage => "stage",
+            JourneyDimension::Tag => "tag",
+            JourneyDimension::Touchpoint => "touchpoint",
+            JourneyDimension::Window => "window",
+        }).collect::<Vec<_>>(),
+        "groups": groups.iter().map(|group| views::journey_group_view(group, window)).collect::<Vec<_>>(),
     })))
 }
 

@@ -3,11 +3,13 @@
 
 use serde_json::{json, Value};
 
+use crate::config::routes::SignalKind;
+use crate::config::signals::Window;
 use crate::domain::{format_millis, Millis};
 use crate::loops::{EvidenceRow, HistoryRow, LoopRecord};
 use crate::pipeline::core::SignalRow;
 use crate::route::Account;
-use crate::storage::{DeadLetterRow, LoopDetail};
+use crate::storage::{DeadLetterRow, JourneyGroup, LinkedLoop, LoopDetail, StageSignals};
 
 fn time(millis: Option<Millis>) -> Value {
     millis.map_or(Value::Null, |millis| Value::String(format_millis(millis)))
@@ -42,7 +44,34 @@ pub fn loop_view(record: &LoopRecord) -> Value {
         "last_signal_at": time(Some(record.last_signal_at)),
         "predecessor": record.predecessor,
         "watchers": record.watchers,
+        "stage": record.stage,
+        "journey_loop": record.journey_loop,
+        "tasks": record.tasks.iter().map(|task| json!({
+            "kind": task.kind,
+            "owner": task.owner,
+            "created_at": time(Some(task.created_at)),
+            "journey_loop": task.journey_loop,
+            "note": task.note,
+        })).collect::<Vec<_>>(),
         "config_version": record.config_version,
+    })
+}
+
+/// A journey link: `journey` from an account loop to its journey loop, `account` from a journey loop
+/// to an account loop it explains; with the other loop's current state.
+pub fn link_view(link: &LinkedLoop) -> Value {
+    json!({
+        "relation": match link.kind {
+            SignalKind::Journey => "journey",
+            SignalKind::Account => "account",
+        },
+        "id": link.loop_id,
+        "key": link.key,
+        "account_id": link.account_id,
+        "state": link.state,
+        "queue": link.queue,
+        "owner": link.owner,
+        "linked_at": time(Some(link.linked_at)),
     })
 }
 
@@ -72,6 +101,7 @@ pub fn evidence_view(row: &EvidenceRow) -> Value {
         "outcome": row.outcome,
         "reference": row.reference,
         "tags": row.tags,
+        "journey": row.journey,
     })
 }
 
@@ -91,6 +121,10 @@ pub fn loop_detail_view(detail: &LoopDetail) -> Value {
     object.insert(
         "evidence".to_owned(),
         detail.evidence.iter().map(evidence_view).collect(),
+    );
+    object.insert(
+        "links".to_owned(),
+        detail.links.iter().map(link_view).collect(),
     );
     view
 }
@@ -119,7 +153,60 @@ pub fn signal_view(signal: &SignalRow) -> Value {
         "event_source": signal.event_source,
         "event_id": signal.event_id,
         "reason": signal.reason,
+        "stage": signal.stage,
     })
+}
+
+pub fn stage_signals_view(stage: &StageSignals) -> Value {
+    json!({
+        "stage": stage.stage,
+        "signals": stage.signals,
+        "tags": stage.tags,
+        "first_signal_at": time(Some(stage.first_signal_at)),
+        "last_signal_at": time(Some(stage.last_signal_at)),
+    })
+}
+
+/// One group of `GET /v1/journeys`: the grouped dimensions, then the figures. A kind of response
+/// with no responses in the group shows null figures, not zero.
+pub fn journey_group_view(group: &JourneyGroup, window: Window) -> Value {
+    let figures = &group.figures;
+    let mut view = serde_json::Map::new();
+    if let Some(stage) = &group.stage {
+        view.insert("stage".to_owned(), json!(stage));
+    }
+    if let Some(tag) = &group.tag {
+        view.insert("tag".to_owned(), json!(tag));
+    }
+    if let Some(touchpoint) = &group.touchpoint {
+        view.insert("touchpoint".to_owned(), json!(touchpoint));
+    }
+    if let Some(start) = group.window_start {
+        view.insert(
+            "window".to_owned(),
+            json!({"start": format_millis(start), "end": format_millis(start + window.length())}),
+        );
+    }
+    let rest = json!({
+        "events": figures.events,
+        "tickets": figures.tickets,
+        "accounts": group.accounts,
+        "responses": {
+            "nps": figures.nps_responses,
+            "csat": figures.csat_responses,
+            "ces": figures.ces_responses,
+        },
+        "promoters": figures.promoters,
+        "passives": figures.passives,
+        "detractors": figures.detractors,
+        "nps": figures.nps(),
+        "csat_avg": figures.csat_avg(),
+        "ces_avg": figures.ces_avg(),
+    });
+    if let Value::Object(rest) = rest {
+        view.extend(rest);
+    }
+    Value::Object(view)
 }
 
 pub fn dead_letter_view(row: &DeadLetterRow) -> Value {

@@ -12,6 +12,27 @@ pub struct Settings {
     pub processor: ProcessorSettings,
     pub clock: ClockSettings,
     pub log: LogSettings,
+    #[serde(default)]
+    pub journeys: JourneySettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JourneySettings {
+    /// Aggregate events into journey figures and run the journey detectors. Off, sigloop is a CS
+    /// router only (the benchmark measures the cost this way).
+    pub enabled: bool,
+    /// Journey buckets whose window started longer ago than this are purged.
+    pub retention_days: u32,
+}
+
+impl Default for JourneySettings {
+    fn default() -> Self {
+        JourneySettings {
+            enabled: true,
+            retention_days: 400,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -109,6 +130,9 @@ impl Settings {
         }
         if self.storage.purge_interval_secs == 0 {
             problems.push("sigloop: storage.purge_interval_secs must be at least 1".to_owned());
+        }
+        if self.journeys.retention_days == 0 {
+            problems.push("sigloop: journeys.retention_days must be at least 1".to_owned());
         }
         problems
     }

@@ -16,6 +16,151 @@ pub struct SignalsConfig {
     /// Account detectors, evaluated in this order for every event.
     #[serde(rename = "account", default)]
     pub account_detectors: Vec<AccountDetectorConfig>,
+    /// How journey figures are bucketed.
+    #[serde(default)]
+    pub journeys: JourneyPolicy,
+    /// Journey detectors, evaluated in this order for every aggregated event.
+    #[serde(rename = "journey", default)]
+    pub journey_detectors: Vec<JourneyDetectorConfig>,
+}
+
+/// A journey window: figures are bucketed by event time into windows of these lengths, in UTC.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Window {
+    Hour,
+    Day,
+    /// Monday 00:00 UTC to the next Monday.
+    Week,
+}
+
+impl Window {
+    pub const ALL: [Window; 3] = [Window::Hour, Window::Day, Window::Week];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Window::Hour => "hour",
+            Window::Day => "day",
+            Window::Week => "week",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Window> {
+        Window::ALL
+            .into_iter()
+            .find(|window| window.as_str() == value)
+    }
+
+    pub fn length(self) -> Millis {
+        match self {
+            Window::Hour => MILLIS_PER_DAY / 24,
+            Window::Day => MILLIS_PER_DAY,
+            Window::Week => 7 * MILLIS_PER_DAY,
+        }
+    }
+
+    /// Where the windows are aligned: the Unix epoch was a Thursday, so weeks start 4 days later.
+    pub fn offset(self) -> Millis {
+        match self {
+            Window::Week => 4 * MILLIS_PER_DAY,
+            _ => 0,
+        }
+    }
+
+    /// The start of the window holding `time`.
+    pub fn start(self, time: Millis) -> Millis {
+        (time - self.offset()).div_euclid(self.length()) * self.length() + self.offset()
+    }
+
+    /// The start of the first window at or after `time`.
+    pub fn ceiling(self, time: Millis) -> Millis {
+        let start = self.start(time);
+        if start == time {
+            start
+        } else {
+            start + self.length()
+        }
+    }
+}
+
+/// The journey windows. The shortest one is the grain at which buckets are stored; the longer ones are
+/// whole multiples of it (hours nest in days, days in weeks), so their figures are sums of grain rows
+/// and their distinct accounts unions of the grain's account sets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JourneyPolicy {
+    pub windows: Vec<Window>,
+}
+
+impl Default for JourneyPolicy {
+    fn default() -> Self {
+        JourneyPolicy {
+            windows: vec![Window::Day, Window::Week],
+        }
+    }
+}
+
+impl JourneyPolicy {
+    /// The shortest configured window, at which buckets are stored.
+    pub fn grain(&self) -> Window {
+        self.windows.iter().copied().min().unwrap_or(Window::Day)
+    }
+}
+
+/// What a journey detector compares, for one stage x tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JourneyDetectorKind {
+    /// At least `min_accounts` distinct accounts in the window.
+    AffectedAccounts,
+    /// NPS down at least `min_drop` points against the previous window, with at least
+    /// `min_responses` NPS responses in both.
+    NpsDrop,
+    /// Tickets opened up at least `min_increase_percent` against the previous window, with at least
+    /// `min_tickets` in the window.
+    TicketSurge,
+}
+
+impl JourneyDetectorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JourneyDetectorKind::AffectedAccounts => "affected_accounts",
+            JourneyDetectorKind::NpsDrop => "nps_drop",
+            JourneyDetectorKind::TicketSurge => "ticket_surge",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JourneyDetectorConfig {
+    pub name: String,
+    pub kind: JourneyDetectorKind,
+    pub severity: Severity,
+    /// The loop key's tag when the bucket's tag is `uncategorized`; without one, the detector leaves
+    /// uncategorized buckets alone.
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// The window compared; one of `[journeys].windows`.
+    pub window: Window,
+    /// Only buckets whose tag is under one of these prefixes (all when empty).
+    #[serde(default)]
+    pub tag_prefixes: Vec<String>,
+    /// Never buckets whose tag is under one of these prefixes (`uncategorized` included).
+    #[serde(default)]
+    pub exclude_tag_prefixes: Vec<String>,
+    #[serde(default)]
+    pub min_accounts: Option<u32>,
+    #[serde(default)]
+    pub min_drop: Option<u32>,
+    #[serde(default)]
+    pub min_responses: Option<u32>,
+    #[serde(default)]
+    pub min_increase_percent: Option<u32>,
+    #[serde(default)]
+    pub min_tickets: Option<u32>,
 }
 
 /// How signals join, reopen or open loops.
@@ -187,6 +332,72 @@ impl SignalsConfig {
                     needs(
                         detector.window_days.is_some_and(|days| days >= 1),
                         "window_days (at least 1)",
+                        &mut problems,
+                    );
+                }
+            }
+        }
+        if self.journeys.windows.is_empty() {
+            problems.push("signals: journeys.windows names no window".to_owned());
+        }
+        for detector in &self.journey_detectors {
+            let name = format!("signals: journey detector `{}`", detector.name);
+            if detector.name.is_empty() {
+                problems.push("signals: a journey detector has an empty name".to_owned());
+            }
+            if !names.insert(detector.name.as_str()) {
+                problems.push(format!("{name} is defined twice"));
+            }
+            if let Some(tag) = detector.tag.as_deref().filter(|tag| !is_tag(tag)) {
+                problems.push(format!(
+                    "{name} uses tag `{tag}`, which is not in the taxonomy"
+                ));
+            }
+            if !self.journeys.windows.contains(&detector.window) {
+                problems.push(format!(
+                    "{name} uses window `{}`, which is not in journeys.windows",
+                    detector.window.as_str()
+                ));
+            }
+            let needs = |present: bool, parameter: &str, problems: &mut Vec<String>| {
+                if !present {
+                    problems.push(format!(
+                        "{name} of kind {} needs `{parameter}`",
+                        detector.kind.as_str()
+                    ));
+                }
+            };
+            match detector.kind {
+                JourneyDetectorKind::AffectedAccounts => needs(
+                    detector.min_accounts.is_some_and(|count| count >= 1),
+                    "min_accounts (at least 1)",
+                    &mut problems,
+                ),
+                JourneyDetectorKind::NpsDrop => {
+                    needs(
+                        detector
+                            .min_drop
+                            .is_some_and(|points| (1..=200).contains(&points)),
+                        "min_drop (1 to 200 points)",
+                        &mut problems,
+                    );
+                    needs(
+                        detector.min_responses.is_some_and(|count| count >= 1),
+                        "min_responses (at least 1)",
+                        &mut problems,
+                    );
+                }
+                JourneyDetectorKind::TicketSurge => {
+                    needs(
+                        detector
+                            .min_increase_percent
+                            .is_some_and(|percent| percent >= 1),
+                        "min_increase_percent (at least 1)",
+                        &mut problems,
+                    );
+                    needs(
+                        detector.min_tickets.is_some_and(|count| count >= 1),
+                        "min_tickets (at least 1)",
                         &mut problems,
                     );
                 }

@@ -19,9 +19,14 @@ use crate::tag::Tagging;
 pub struct Signal {
     pub kind: SignalKind,
     pub detector: String,
-    pub detector_kind: AccountDetectorKind,
+    pub detector_kind: &'static str,
     pub severity: Severity,
-    pub account_id: AccountId,
+    /// The account of an account signal; journey signals concern many.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<AccountId>,
+    /// The journey stage of a journey signal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
     /// The event's primary tag (`uncategorized` when nothing matched).
     pub primary_tag: String,
     /// The tag of the loop key: the primary tag, else the detector's own tag.
@@ -31,12 +36,26 @@ pub struct Signal {
     pub time: Millis,
     /// Why the detector fired, as a sentence with the figures.
     pub reason: String,
+    /// The figures that crossed a journey detector's threshold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journey: Option<Box<crate::journey::JourneyFigures>>,
 }
 
 impl Signal {
-    /// `account:{account_id}:{tag}`.
+    /// `account:{account_id}:{tag}` or `journey:{stage}:{tag}`.
     pub fn loop_key(&self) -> String {
-        format!("account:{}:{}", self.account_id, self.key_tag)
+        match self.kind {
+            SignalKind::Account => format!(
+                "account:{}:{}",
+                self.account_id.as_ref().map_or("", AccountId::as_str),
+                self.key_tag
+            ),
+            SignalKind::Journey => format!(
+                "journey:{}:{}",
+                self.stage.as_deref().unwrap_or(crate::journey::UNKNOWN),
+                self.key_tag
+            ),
+        }
     }
 }
 
@@ -219,13 +238,15 @@ impl Detectors {
         Signal {
             kind: SignalKind::Account,
             detector: detector.name.clone(),
-            detector_kind: detector.kind,
+            detector_kind: detector.kind.as_str(),
             severity: detector.severity,
-            account_id: event.account_id().clone(),
+            account_id: Some(event.account_id().clone()),
+            stage: None,
             primary_tag: tagging.primary.clone(),
             key_tag,
             time: event.time,
             reason,
+            journey: None,
         }
     }
 }

@@ -150,6 +150,8 @@ pub fn transition(state: LoopState, action: &Action) -> Result<LoopState, Transi
         (Open | Reopened | Acknowledged, Action::Start) => InProgress,
         (Open | Reopened | Acknowledged | InProgress, Action::Resolve) => Resolved,
         (Open | Reopened | Acknowledged | InProgress, Action::JourneyFixed) => Resolved,
+        // Already resolved: the fix still has to reach the customer (the task), the state stays.
+        (Resolved | Verifying, Action::JourneyFixed) => state,
         (
             Open | Reopened | Acknowledged | InProgress | Resolved | Verifying,
             Action::Close { .. },
@@ -232,6 +234,35 @@ pub struct LoopRecord {
     pub config_version: String,
     /// Number of history rows written so far; the next row's sequence number.
     pub history_len: u32,
+    /// The journey stage: of the event that opened an account loop, or of a journey loop's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// The journey loop an account loop is linked to (the newest link).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journey_loop: Option<String>,
+    /// Work the system handed to the owner, such as telling the customer a fix shipped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<Task>,
+}
+
+/// A task for a loop's owner, created by a system action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    /// `tell_customer`: tell the customer that the fix of the linked journey loop shipped.
+    pub kind: String,
+    pub owner: String,
+    pub created_at: Millis,
+    /// The journey loop whose fix created the task.
+    pub journey_loop: String,
+    pub note: String,
+}
+
+/// A link between a journey loop and an account loop it explains.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkRow {
+    pub journey_loop: String,
+    pub account_loop: String,
+    pub at: Millis,
 }
 
 /// One state change (or comment) of a loop, written in the same transaction as the change.
@@ -267,6 +298,9 @@ pub struct EvidenceRow {
     pub reference: serde_json::Value,
     /// How the signal met the loop: open, join or reopen.
     pub outcome: String,
+    /// The journey buckets the event fed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journey: Option<crate::journey::Feed>,
 }
 
 impl LoopRecord {
@@ -279,7 +313,12 @@ impl LoopRecord {
                     self.acknowledged_at = Some(now);
                 }
             }
-            Action::Resolve | Action::JourneyFixed => self.resolved_at = Some(now),
+            Action::Resolve => self.resolved_at = Some(now),
+            Action::JourneyFixed => {
+                if self.state.is_active() {
+                    self.resolved_at = Some(now);
+                }
+            }
             Action::Close { reason } => {
                 self.closed_at = Some(now);
                 self.close_reason = Some(*reason);

@@ -5,18 +5,23 @@
 //! one transaction. It never reads the wall clock or does I/O: time enters as event time and through
 //! the [`BatchClock`] the caller passes, so the same log and configuration give the same loops.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::routes::SignalKind;
 use crate::config::signals::Severity;
 use crate::config::Config;
 use crate::decode::{self, Rejection, RejectionCode};
 use crate::detect::{DetectorState, Detectors, RepeatKey, Signal};
 use crate::domain::{AccountId, AccountUpserted, Event, EventData, Millis};
+use crate::journey::{
+    self, BucketKey, Feed, Figures, FiredRow, JourneyDetectors, JourneyFigures, JourneySnapshot,
+    JourneyState,
+};
 use crate::loops::{
-    loop_id, priority_for, transition, Action, CloseReason, EvidenceRow, HistoryRow, LoopRecord,
-    LoopState,
+    loop_id, priority_for, transition, Action, CloseReason, EvidenceRow, HistoryRow, LinkRow,
+    LoopRecord, LoopState, Task,
 };
 use crate::route::{Account, RouteDecision, RouteInput, Router, RouterState};
 use crate::tag::{Tagger, Tagging};
@@ -98,6 +103,10 @@ pub struct CoreState {
     pub current: HashMap<String, String>,
     pub detectors: DetectorState,
     pub router: RouterState,
+    /// The journey detectors' tracked windows.
+    pub journeys: JourneyState,
+    /// Account loops linked to each current journey loop, by id.
+    pub links: HashMap<String, BTreeSet<String>>,
 }
 
 impl CoreState {
@@ -116,6 +125,12 @@ impl CoreState {
     pub fn current_loop(&self, key: &str) -> Option<&LoopRecord> {
         self.current.get(key).and_then(|id| self.loops.get(id))
     }
+
+    /// Forgets a superseded generation (its rows stay in storage).
+    fn forget_loop(&mut self, id: &str) {
+        self.loops.remove(id);
+        self.links.remove(id);
+    }
 }
 
 /// A signal shown in an account's recent signals.
@@ -130,6 +145,13 @@ pub struct SignalRow {
     pub event_source: String,
     pub event_id: String,
     pub reason: String,
+    /// The journey stage of the event.
+    #[serde(default = "unknown_stage")]
+    pub stage: String,
+}
+
+fn unknown_stage() -> String {
+    journey::UNKNOWN.to_owned()
 }
 
 /// A log entry the core could not use; it becomes a dead letter.
@@ -169,6 +191,12 @@ pub struct BatchEffects {
     pub signals: Vec<SignalRow>,
     pub repeat_windows: BTreeMap<RepeatKey, Vec<Millis>>,
     pub round_robin: BTreeMap<String, u64>,
+    /// What the batch's events add to the journey buckets, at the grain.
+    pub journey_buckets: BTreeMap<BucketKey, Figures>,
+    /// The accounts seen in each journey bucket (storage keeps each pair once).
+    pub journey_accounts: BTreeSet<(BucketKey, AccountId)>,
+    pub journey_fired: Vec<FiredRow>,
+    pub links: Vec<LinkRow>,
     pub action_outcomes: Vec<(i64, ActionOutcome)>,
     pub failed: Vec<FailedEntry>,
     pub stats: BatchStats,
@@ -189,6 +217,12 @@ pub struct Trace<'a> {
     pub priority: u8,
     pub priority_reason: String,
     pub sla: Option<SlaTrace>,
+    /// The journey buckets the event fed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journey: Option<&'a Feed>,
+    /// The figures that crossed a journey detector's threshold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub figures: Option<&'a JourneyFigures>,
     pub config_version: &'a str,
 }
 
@@ -214,6 +248,8 @@ pub struct SlaTrace {
 pub struct Explanation {
     pub event: serde_json::Value,
     pub tags: Tagging,
+    /// The journey buckets the event would feed (none for `account.upserted`, or journeys off).
+    pub journey: Option<Feed>,
     pub signals: Vec<ExplainedSignal>,
     pub config_version: String,
 }
@@ -242,6 +278,8 @@ pub struct Core {
     reopen_window: Millis,
     raise_for_tiers: Vec<String>,
     sla: BTreeMap<String, (Millis, Millis, SlaTrace)>,
+    /// `None` when journeys are off (`[journeys] enabled = false`).
+    journeys: Option<JourneyDetectors>,
     config_version: String,
 }
 
@@ -284,6 +322,11 @@ impl Core {
             reopen_window: config.signals.loops.reopen_window(),
             raise_for_tiers: config.signals.priority.raise_for_tiers.clone(),
             sla,
+            journeys: config
+                .settings
+                .journeys
+                .enabled
+                .then(|| JourneyDetectors::new(&config.signals)),
             config_version: config.version.clone(),
         })
     }
@@ -302,6 +345,22 @@ impl Core {
 
     pub fn router(&self) -> &Router {
         &self.router
+    }
+
+    pub fn journeys(&self) -> Option<&JourneyDetectors> {
+        self.journeys.as_ref()
+    }
+
+    /// How far back the stored journey rows that rebuild the detector state reach (0 when off).
+    pub fn journey_lookback(&self) -> Millis {
+        self.journeys.as_ref().map_or(0, JourneyDetectors::lookback)
+    }
+
+    /// Rebuilds the journey detectors' windows from stored rows, at start-up.
+    pub fn restore_journeys(&self, state: &mut CoreState, snapshot: &JourneySnapshot) {
+        if let Some(journeys) = &self.journeys {
+            state.journeys = JourneyState::restore(journeys.tracked(), snapshot);
+        }
     }
 
     /// Processes `entries` (in log order) against `state`, updating it and returning the effects.
@@ -369,9 +428,19 @@ impl Core {
                 .entry(tag_match.tag.clone())
                 .or_default() += 1;
         }
+        let (feed, mut journey_signals) = match &self.journeys {
+            Some(journeys) => {
+                let (feed, signals) = self.aggregate(journeys, state, event, &tagging, effects);
+                (Some(feed), signals)
+            }
+            None => (None, Vec::new()),
+        };
         let mut detection = self.detectors.detect(event, &tagging, &state.detectors);
         // Several signals of one event usually share a key: the most severe one opens (and routes)
-        // the loop, the rest join it, whatever the detectors' order in the configuration.
+        // the loop, the rest join it, whatever the detectors' order in the configuration. Journey
+        // signals go first, so that an account loop opened by the same event links to the journey
+        // loop at once.
+        journey_signals.sort_by_key(|signal| std::cmp::Reverse(signal.severity));
         detection
             .signals
             .sort_by_key(|signal| std::cmp::Reverse(signal.severity));
@@ -381,14 +450,48 @@ impl Core {
                 .insert(update.key.clone(), update.times.clone());
             state.detectors.apply(update);
         }
-        for signal in &detection.signals {
+        for signal in journey_signals.iter().chain(&detection.signals) {
             *effects
                 .stats
                 .signals
                 .entry(signal.detector.clone())
                 .or_default() += 1;
-            self.apply_signal(state, event, &tagging, signal, now, effects);
+            self.apply_signal(state, event, &tagging, feed.as_ref(), signal, now, effects);
         }
+    }
+
+    /// Adds the event to its journey buckets and runs the journey detectors on the result.
+    fn aggregate(
+        &self,
+        journeys: &JourneyDetectors,
+        state: &mut CoreState,
+        event: &Event,
+        tagging: &Tagging,
+        effects: &mut BatchEffects,
+    ) -> (Feed, Vec<Signal>) {
+        let account = state.accounts.get(event.account_id());
+        let feed = journey::feed(event, &tagging.primary, account, journeys.windows());
+        let delta = Figures::of(&event.data);
+        let bucket = feed.bucket(journeys.grain(), event.time);
+        effects
+            .journey_buckets
+            .entry(bucket.clone())
+            .or_default()
+            .add(&delta);
+        effects
+            .journey_accounts
+            .insert((bucket, event.account_id().clone()));
+        let (signals, fired) = journeys.detect(&state.journeys, event, &feed, &delta);
+        state.journeys.observe(
+            journeys.tracked(),
+            event.account_id(),
+            &feed,
+            event.time,
+            &delta,
+            &fired,
+        );
+        effects.journey_fired.extend(fired);
+        (feed, signals)
     }
 
     fn placement(&self, state: &CoreState, key: &str, now: Millis) -> Placement {
@@ -449,17 +552,22 @@ impl Core {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn apply_signal(
         &self,
         state: &mut CoreState,
         event: &Event,
         tagging: &Tagging,
+        feed: Option<&Feed>,
         signal: &Signal,
         now: Millis,
         effects: &mut BatchEffects,
     ) {
         let key = signal.loop_key();
-        let account = state.accounts.get(&signal.account_id);
+        let account = signal
+            .account_id
+            .as_ref()
+            .and_then(|account_id| state.accounts.get(account_id));
         let (priority, priority_reason) = self.priority(signal, account);
         let (loop_id, outcome) = match self.placement(state, &key, now) {
             Placement::Open {
@@ -483,7 +591,7 @@ impl Core {
                     key: key.clone(),
                     generation,
                     kind: signal.kind,
-                    account_id: Some(signal.account_id.to_string()),
+                    account_id: signal.account_id.as_ref().map(AccountId::to_string),
                     tag: signal.key_tag.clone(),
                     state: LoopState::Open,
                     close_reason: None,
@@ -508,6 +616,12 @@ impl Core {
                     watchers: decision.watchers.clone(),
                     config_version: self.config_version.clone(),
                     history_len: 0,
+                    stage: match signal.kind {
+                        SignalKind::Journey => signal.stage.clone(),
+                        SignalKind::Account => feed.map(|feed| feed.stage.clone()),
+                    },
+                    journey_loop: None,
+                    tasks: Vec::new(),
                 };
                 let trace = Trace {
                     event: event_reference(event),
@@ -521,6 +635,8 @@ impl Core {
                     priority,
                     priority_reason: priority_reason.clone(),
                     sla: sla.map(|(_, _, trace)| trace.clone()),
+                    journey: feed,
+                    figures: signal.journey.as_deref(),
                     config_version: &self.config_version,
                 };
                 effects.traces.push((
@@ -533,7 +649,7 @@ impl Core {
                 // one), so the core forgets it: memory grows with the number of keys, not with
                 // history. Its row stays in storage.
                 if let Some(predecessor) = predecessor {
-                    state.loops.remove(&predecessor);
+                    state.forget_loop(&predecessor);
                 }
                 let reason = format!("{}: {}", signal.detector, signal.reason);
                 push_history(
@@ -601,6 +717,32 @@ impl Core {
         record.first_signal_at = record.first_signal_at.min(signal.time);
         record.last_signal_at = record.last_signal_at.max(signal.time);
         let queue = record.queue.clone();
+        match signal.kind {
+            // A journey loop that opens or reopens gathers the account loops it explains.
+            SignalKind::Journey if outcome != "joined" => {
+                self.link_accounts(state, effects, &loop_id, now)
+            }
+            SignalKind::Journey => {}
+            SignalKind::Account => {
+                if let Some(feed) = feed {
+                    let journey_key = format!("journey:{}:{}", feed.stage, signal.key_tag);
+                    let journey_loop = state
+                        .current_loop(&journey_key)
+                        .filter(|journey| journey.state.is_active())
+                        .map(|journey| journey.id.clone());
+                    let linked = |journey_loop: &String| {
+                        state
+                            .links
+                            .get(journey_loop)
+                            .is_some_and(|linked| linked.contains(&loop_id))
+                    };
+                    if let Some(journey_loop) = journey_loop.filter(|id| !linked(id)) {
+                        link(state, effects, &journey_loop, &loop_id, now);
+                    }
+                }
+            }
+        }
+        let record = &state.loops[&loop_id];
         effects.loops.insert(loop_id.clone(), record.clone());
         *effects
             .stats
@@ -628,18 +770,107 @@ impl Core {
                 _ => "reopen",
             }
             .to_owned(),
+            journey: feed.cloned(),
         });
-        effects.signals.push(SignalRow {
-            account_id: signal.account_id.to_string(),
-            time: signal.time,
-            detector: signal.detector.clone(),
-            severity: signal.severity,
-            tag: signal.key_tag.clone(),
-            loop_id,
-            event_source: event.source.clone(),
-            event_id: event.id.clone(),
-            reason: signal.reason.clone(),
-        });
+        // An account's signals, for its page; a journey signal concerns no single account.
+        if let Some(account_id) = &signal.account_id {
+            effects.signals.push(SignalRow {
+                account_id: account_id.to_string(),
+                time: signal.time,
+                detector: signal.detector.clone(),
+                severity: signal.severity,
+                tag: signal.key_tag.clone(),
+                loop_id,
+                event_source: event.source.clone(),
+                event_id: event.id.clone(),
+                reason: signal.reason.clone(),
+                stage: feed.map_or_else(unknown_stage, |feed| feed.stage.clone()),
+            });
+        }
+    }
+
+    /// Links every account loop not yet closed whose tag and stage match the journey loop
+    /// `journey_id`, in id order.
+    fn link_accounts(
+        &self,
+        state: &mut CoreState,
+        effects: &mut BatchEffects,
+        journey_id: &str,
+        now: Millis,
+    ) {
+        let journey = &state.loops[journey_id];
+        let linked = state.links.get(journey_id);
+        let mut matching: Vec<String> = state
+            .loops
+            .values()
+            .filter(|record| {
+                record.kind == SignalKind::Account
+                    && record.state != LoopState::Closed
+                    && record.tag == journey.tag
+                    && record.stage == journey.stage
+                    && !linked.is_some_and(|linked| linked.contains(&record.id))
+            })
+            .map(|record| record.id.clone())
+            .collect();
+        matching.sort_unstable();
+        for account_loop in matching {
+            link(state, effects, journey_id, &account_loop, now);
+            effects
+                .loops
+                .insert(account_loop.clone(), state.loops[&account_loop].clone());
+        }
+    }
+
+    /// The fix of a journey loop shipped: each linked account loop that is not closed gets a
+    /// `tell_customer` task for its owner and is resolved (`journey_fixed`), in id order.
+    fn journey_fixed(
+        &self,
+        state: &mut CoreState,
+        effects: &mut BatchEffects,
+        journey_id: &str,
+        now: Millis,
+    ) {
+        let Some(linked) = state.links.get(journey_id).cloned() else {
+            return;
+        };
+        let journey_key = state.loops[journey_id].key.clone();
+        for account_loop in linked {
+            let Some(record) = state.loops.get_mut(&account_loop) else {
+                continue;
+            };
+            if record.journey_loop.as_deref() != Some(journey_id) {
+                continue;
+            }
+            let from = record.state;
+            let Ok(next) = transition(from, &Action::JourneyFixed) else {
+                continue;
+            };
+            record.apply_transition(&Action::JourneyFixed, next, now);
+            let note = format!(
+                "the fix of journey loop {journey_id} ({journey_key}) shipped: tell the customer"
+            );
+            let reason = format!("{note}; task tell_customer for {}", record.owner);
+            record.tasks.push(Task {
+                kind: "tell_customer".to_owned(),
+                owner: record.owner.clone(),
+                created_at: now,
+                journey_loop: journey_id.to_owned(),
+                note,
+            });
+            push_history(
+                state,
+                effects,
+                &account_loop,
+                now,
+                SYSTEM_ACTOR,
+                Action::JourneyFixed.name(),
+                Some(from),
+                Some(reason),
+            );
+            effects
+                .loops
+                .insert(account_loop.clone(), state.loops[&account_loop].clone());
+        }
     }
 
     /// A reopened loop gets fresh SLA deadlines from its policy, as if it had just opened.
@@ -716,6 +947,7 @@ impl Core {
             _ => {}
         }
         let loop_id = request.loop_id.clone();
+        let fix_shipped = record.kind == SignalKind::Journey && request.action == Action::Resolve;
         push_history(
             state,
             effects,
@@ -727,26 +959,47 @@ impl Core {
             reason,
         );
         let record = &state.loops[&loop_id];
-        effects.loops.insert(loop_id, record.clone());
+        effects.loops.insert(loop_id.clone(), record.clone());
+        if fix_shipped {
+            self.journey_fixed(state, effects, &loop_id, now);
+        }
         ActionOutcome::Applied { state: next }
     }
 
     /// The dry run of one event against `state`: nothing in `state` changes.
     pub fn explain(&self, state: &CoreState, event: &Event, now: Millis) -> Explanation {
         let tagging = self.tagger.tag(&event.data);
-        let mut detection = match &event.data {
-            EventData::AccountUpserted(_) => Default::default(),
-            _ => self.detectors.detect(event, &tagging, &state.detectors),
+        let is_account_update = matches!(event.data, EventData::AccountUpserted(_));
+        let mut detection = if is_account_update {
+            Default::default()
+        } else {
+            self.detectors.detect(event, &tagging, &state.detectors)
         };
         detection
             .signals
             .sort_by_key(|signal| std::cmp::Reverse(signal.severity));
-        let account = state.accounts.get(event.account_id());
+        let (feed, mut journey_signals) = match &self.journeys {
+            Some(journeys) if !is_account_update => {
+                let account = state.accounts.get(event.account_id());
+                let feed = journey::feed(event, &tagging.primary, account, journeys.windows());
+                let delta = Figures::of(&event.data);
+                let (signals, _) = journeys.detect(&state.journeys, event, &feed, &delta);
+                (Some(feed), signals)
+            }
+            _ => (None, Vec::new()),
+        };
+        journey_signals.sort_by_key(|signal| std::cmp::Reverse(signal.severity));
+        journey_signals.append(&mut detection.signals);
+        detection.signals = journey_signals;
         let mut router_state = state.router.clone();
         let mut planned: HashMap<String, (String, String, String)> = HashMap::new();
         let mut signals = Vec::new();
         for signal in detection.signals {
             let key = signal.loop_key();
+            let account = signal
+                .account_id
+                .as_ref()
+                .and_then(|account_id| state.accounts.get(account_id));
             let (priority, _) = self.priority(&signal, account);
             let explained = if let Some((id, queue, owner)) = planned.get(&key) {
                 ExplainedSignal {
@@ -828,6 +1081,7 @@ impl Core {
                 "account_id": event.account_id().as_str(),
             }),
             tags: tagging,
+            journey: feed,
             signals,
             config_version: self.config_version.clone(),
         }
@@ -855,6 +1109,47 @@ fn failed(entry: &LogEntry, rejection: Rejection) -> FailedEntry {
         rejection,
         payload: entry.payload.clone(),
     }
+}
+
+/// Links an account loop to a journey loop, both ways: the account loop names its journey loop (and
+/// says so in its history), the journey loop's link set holds the account loop.
+fn link(
+    state: &mut CoreState,
+    effects: &mut BatchEffects,
+    journey_id: &str,
+    account_loop: &str,
+    now: Millis,
+) {
+    let journey_key = state.loops[journey_id].key.clone();
+    let record = state
+        .loops
+        .get_mut(account_loop)
+        .expect("linked loops are current");
+    record.journey_loop = Some(journey_id.to_owned());
+    record.updated_at = now;
+    let current = record.state;
+    state
+        .links
+        .entry(journey_id.to_owned())
+        .or_default()
+        .insert(account_loop.to_owned());
+    effects.links.push(LinkRow {
+        journey_loop: journey_id.to_owned(),
+        account_loop: account_loop.to_owned(),
+        at: now,
+    });
+    push_history(
+        state,
+        effects,
+        account_loop,
+        now,
+        SYSTEM_ACTOR,
+        "link",
+        Some(current),
+        Some(format!(
+            "linked to journey loop {journey_id} ({journey_key})"
+        )),
+    );
 }
 
 /// Appends a history row and counts it on the loop. The caller copies the loop into the batch's effects

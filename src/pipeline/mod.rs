@@ -188,7 +188,7 @@ impl Processor {
     /// The in-memory state ran ahead of a failed commit: put the committed one back.
     async fn reload(&self) {
         loop {
-            match self.storage.load_state().await {
+            match load_state(self.storage.as_ref(), &self.core).await {
                 Ok(committed) => {
                     *self.state.lock().expect("core state lock") = committed;
                     return;
@@ -260,4 +260,15 @@ impl Processor {
             }
         }
     }
+}
+
+/// The committed state with the journey detectors' windows rebuilt from the stored buckets.
+pub async fn load_state(
+    storage: &dyn Storage,
+    core: &Core,
+) -> Result<CoreState, crate::storage::StorageError> {
+    let mut state = storage.load_state().await?;
+    let snapshot = storage.journey_snapshot(core.journey_lookback()).await?;
+    core.restore_journeys(&mut state, &snapshot);
+    Ok(state)
 }

@@ -12,8 +12,11 @@ use serde::Serialize;
 
 pub use sqlite::SqliteStorage;
 
+use crate::config::routes::SignalKind;
+use crate::config::signals::Window;
 use crate::domain::Millis;
-use crate::loops::{EvidenceRow, HistoryRow, LoopRecord};
+use crate::journey::{Figures, JourneySnapshot};
+use crate::loops::{EvidenceRow, HistoryRow, LoopRecord, LoopState};
 use crate::pipeline::core::{BatchEffects, CoreState, EntryKind, LogEntry, SignalRow};
 use crate::route::Account;
 
@@ -96,6 +99,81 @@ pub struct LoopDetail {
     pub trace: Option<serde_json::Value>,
     pub history: Vec<HistoryRow>,
     pub evidence: Vec<EvidenceRow>,
+    /// Journey loops linked to this account loop, or account loops linked to this journey loop.
+    pub links: Vec<LinkedLoop>,
+}
+
+/// The other end of a link, with its current state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LinkedLoop {
+    pub loop_id: String,
+    pub key: String,
+    pub kind: SignalKind,
+    pub account_id: Option<String>,
+    pub state: LoopState,
+    pub queue: String,
+    pub owner: String,
+    pub linked_at: Millis,
+}
+
+/// A dimension of `GET /v1/journeys`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JourneyDimension {
+    Stage,
+    Tag,
+    Touchpoint,
+    Window,
+}
+
+impl JourneyDimension {
+    pub fn parse(value: &str) -> Option<JourneyDimension> {
+        match value {
+            "stage" => Some(JourneyDimension::Stage),
+            "tag" => Some(JourneyDimension::Tag),
+            "touchpoint" => Some(JourneyDimension::Touchpoint),
+            "window" => Some(JourneyDimension::Window),
+            _ => None,
+        }
+    }
+}
+
+/// Which journey figures to add up, and how to group them.
+#[derive(Debug, Clone)]
+pub struct JourneyQuery {
+    /// The window that `Window` groups by and that `from`/`to` round out to.
+    pub window: Window,
+    /// Grain rows with a start at or after this (already rounded down to `window`).
+    pub from: Option<Millis>,
+    /// Grain rows with a start before this (already rounded up to `window`).
+    pub to: Option<Millis>,
+    pub group_by: Vec<JourneyDimension>,
+    pub stage: Option<String>,
+    /// A tag id or dotted prefix.
+    pub tag: Option<String>,
+    pub touchpoint: Option<String>,
+}
+
+/// One group of `GET /v1/journeys`: the dimensions grouped by are set, the others `None`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JourneyGroup {
+    pub stage: Option<String>,
+    pub tag: Option<String>,
+    pub touchpoint: Option<String>,
+    pub window_start: Option<Millis>,
+    pub figures: Figures,
+    /// Distinct accounts, exact: counted over the union of the groups' account sets.
+    pub accounts: u64,
+}
+
+/// An account's signals at one journey stage.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StageSignals {
+    pub stage: String,
+    pub signals: u64,
+    /// Signals per loop tag.
+    pub tags: BTreeMap<String, u64>,
+    pub first_signal_at: Millis,
+    pub last_signal_at: Millis,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -112,12 +190,15 @@ pub struct AccountView {
     pub account: Option<Account>,
     pub open_loops: Vec<LoopRecord>,
     pub recent_signals: Vec<SignalRow>,
+    /// The account's journey: its signals by stage, in stage order of first signal.
+    pub journey: Vec<StageSignals>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct PurgeCounts {
     pub events: u64,
     pub dead_letters: u64,
+    pub journey_buckets: u64,
 }
 
 /// Everything sigloop stores. Each method is one transaction.
@@ -147,8 +228,20 @@ pub trait Storage: Send + Sync + 'static {
         committed_at: Millis,
     ) -> Result<(), StorageError>;
 
-    /// Deletes processed log entries and dead letters received before `cutoff`.
-    async fn purge(&self, cutoff: Millis) -> Result<PurgeCounts, StorageError>;
+    /// Deletes processed log entries and dead letters received before `cutoff`, and journey buckets
+    /// (with their account sets and fired markers) whose window started before `journey_cutoff`.
+    async fn purge(
+        &self,
+        cutoff: Millis,
+        journey_cutoff: Millis,
+    ) -> Result<PurgeCounts, StorageError>;
+
+    /// The stored journey rows with a grain start at most `lookback` before the newest one, from which
+    /// the core rebuilds its journey detector state.
+    async fn journey_snapshot(&self, lookback: Millis) -> Result<JourneySnapshot, StorageError>;
+
+    /// Journey figures added up over the query's range and grouped by its dimensions, ordered by them.
+    async fn journeys(&self, query: &JourneyQuery) -> Result<Vec<JourneyGroup>, StorageError>;
 
     async fn queues(&self) -> Result<Vec<QueueSummary>, StorageError>;
     async fn list_loops(&self, filter: &LoopFilter) -> Result<LoopPage, StorageError>;

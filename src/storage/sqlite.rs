@@ -5,7 +5,7 @@
 //! committed state (WAL lets readers run beside the writer). Multi-row statements keep the per-row
 //! cost low: SQLite allows 32,766 bound parameters per statement.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -17,13 +17,17 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite};
 
 use super::{
-    AccountView, AppendEntry, AppendOutcome, DeadLetterRow, LoopDetail, LoopFilter, LoopPage,
-    NewDeadLetter, PurgeCounts, QueueSummary, Storage, StorageError, MAX_DEAD_LETTER_PAYLOAD,
+    AccountView, AppendEntry, AppendOutcome, DeadLetterRow, JourneyDimension, JourneyGroup,
+    JourneyQuery, LinkedLoop, LoopDetail, LoopFilter, LoopPage, NewDeadLetter, PurgeCounts,
+    QueueSummary, StageSignals, Storage, StorageError, MAX_DEAD_LETTER_PAYLOAD,
 };
+use crate::config::routes::SignalKind;
 use crate::config::settings::Synchronous;
+use crate::config::signals::Window;
 use crate::detect::RepeatKey;
 use crate::domain::{AccountId, Millis};
-use crate::loops::{EvidenceRow, HistoryRow, LoopRecord, LoopState};
+use crate::journey::{BucketKey, Figures, FiredRow, JourneySnapshot};
+use crate::loops::{EvidenceRow, HistoryRow, LinkRow, LoopRecord, LoopState};
 use crate::pipeline::core::{BatchEffects, CoreState, EntryKind, LogEntry, SignalRow};
 use crate::route::Account;
 
@@ -122,6 +126,135 @@ fn json_from_row<T: serde::de::DeserializeOwned>(
 ) -> Result<T, StorageError> {
     let text: String = row.try_get("record")?;
     serde_json::from_str(&text).map_err(|error| corrupt(what, error))
+}
+
+/// The additive columns of `journey_buckets`, in `Figures` order.
+const FIGURE_COLUMNS: [&str; 10] = [
+    "events",
+    "tickets",
+    "nps_responses",
+    "promoters",
+    "passives",
+    "detractors",
+    "csat_responses",
+    "csat_sum",
+    "ces_responses",
+    "ces_sum",
+];
+
+fn figure_values(figures: &Figures) -> [i64; 10] {
+    [
+        figures.events,
+        figures.tickets,
+        figures.nps_responses,
+        figures.promoters,
+        figures.passives,
+        figures.detractors,
+        figures.csat_responses,
+        figures.csat_sum,
+        figures.ces_responses,
+        figures.ces_sum,
+    ]
+    .map(|value| value as i64)
+}
+
+/// Reads the columns named as `FIGURE_COLUMNS` (sums, so possibly NULL on no rows).
+fn figures_from_row(row: &SqliteRow) -> Result<Figures, StorageError> {
+    let mut values = [0u64; 10];
+    for (value, column) in values.iter_mut().zip(FIGURE_COLUMNS) {
+        *value = row.try_get::<Option<i64>, _>(column)?.unwrap_or(0) as u64;
+    }
+    let [events, tickets, nps_responses, promoters, passives, detractors, csat_responses, csat_sum, ces_responses, ces_sum] =
+        values;
+    Ok(Figures {
+        events,
+        tickets,
+        nps_responses,
+        promoters,
+        passives,
+        detractors,
+        csat_responses,
+        csat_sum,
+        ces_responses,
+        ces_sum,
+    })
+}
+
+fn bucket_from_row(row: &SqliteRow) -> Result<BucketKey, StorageError> {
+    Ok(BucketKey {
+        start: row.try_get("start")?,
+        stage: row.try_get("stage")?,
+        tag: row.try_get("tag")?,
+        touchpoint: row.try_get("touchpoint")?,
+    })
+}
+
+/// `AND ...` filters of a journey query, shared by the figures and the account sets.
+fn push_journey_filters(builder: &mut QueryBuilder<'_, Sqlite>, query: &JourneyQuery) {
+    if let Some(from) = query.from {
+        builder.push(" AND start >= ").push_bind(from);
+    }
+    if let Some(to) = query.to {
+        builder.push(" AND start < ").push_bind(to);
+    }
+    if let Some(stage) = &query.stage {
+        builder.push(" AND stage = ").push_bind(stage.clone());
+    }
+    if let Some(touchpoint) = &query.touchpoint {
+        builder
+            .push(" AND touchpoint = ")
+            .push_bind(touchpoint.clone());
+    }
+    if let Some(tag) = &query.tag {
+        // The tag or its dotted descendants, as in `list_loops`.
+        builder
+            .push(" AND (tag = ")
+            .push_bind(tag.clone())
+            .push(" OR (tag > ")
+            .push_bind(format!("{tag}."))
+            .push(" AND tag < ")
+            .push_bind(format!("{tag}/"))
+            .push("))");
+    }
+}
+
+/// The grouping columns of a journey query, as SQL expressions aliased to their dimension names.
+fn journey_columns(query: &JourneyQuery) -> Vec<String> {
+    query
+        .group_by
+        .iter()
+        .map(|dimension| match dimension {
+            JourneyDimension::Stage => "stage".to_owned(),
+            JourneyDimension::Tag => "tag".to_owned(),
+            JourneyDimension::Touchpoint => "touchpoint".to_owned(),
+            // Window constants come from the `Window` enum, never from the request.
+            JourneyDimension::Window => {
+                let (length, offset) = (query.window.length(), query.window.offset());
+                format!("(((start - {offset}) / {length}) * {length} + {offset}) AS window_start")
+            }
+        })
+        .collect()
+}
+
+/// The key of a journey group: (stage, tag, touchpoint, window start), `None` where not grouped.
+type GroupKey = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<Millis>,
+);
+
+fn group_key(row: &SqliteRow, query: &JourneyQuery) -> Result<GroupKey, StorageError> {
+    let mut key: GroupKey = (None, None, None, None);
+    for dimension in &query.group_by {
+        match dimension {
+            JourneyDimension::Stage => key.0 = Some(row.try_get("stage")?),
+            JourneyDimension::Tag => key.1 = Some(row.try_get("tag")?),
+            JourneyDimension::Touchpoint => key.2 = Some(row.try_get("touchpoint")?),
+            JourneyDimension::Window => key.3 = Some(row.try_get("window_start")?),
+        }
+    }
+    Ok(key)
 }
 
 fn insert_dead_letters<'a>(
@@ -281,6 +414,20 @@ impl Storage for SqliteStorage {
                 .repeat_tickets
                 .insert((account_id, row.try_get("tag")?), times);
         }
+        // Links of current journey loops only: superseded generations are not in memory.
+        for row in sqlx::query("SELECT journey_loop, account_loop FROM loop_links")
+            .fetch_all(&self.writer)
+            .await?
+        {
+            let journey_loop: String = row.try_get("journey_loop")?;
+            if state.loops.contains_key(&journey_loop) {
+                state
+                    .links
+                    .entry(journey_loop)
+                    .or_default()
+                    .insert(row.try_get("account_loop")?);
+            }
+        }
         for row in sqlx::query("SELECT team, cursor FROM round_robin")
             .fetch_all(&self.writer)
             .await?
@@ -377,10 +524,11 @@ impl Storage for SqliteStorage {
         }
         for chunk in effects.signals.chunks(ROWS_PER_STATEMENT) {
             let mut builder: QueryBuilder<Sqlite> =
-                QueryBuilder::new("INSERT INTO signals (account_id, time, record) ");
+                QueryBuilder::new("INSERT INTO signals (account_id, time, stage, record) ");
             builder.push_values(chunk, |mut row, signal| {
                 row.push_bind(&signal.account_id)
                     .push_bind(signal.time)
+                    .push_bind(&signal.stage)
                     .push_bind(to_json(signal));
             });
             builder.build().execute(&mut *transaction).await?;
@@ -395,6 +543,72 @@ impl Storage for SqliteStorage {
                     .push_bind(to_json(times));
             });
             builder.push(" ON CONFLICT (account_id, tag) DO UPDATE SET times = excluded.times");
+            builder.build().execute(&mut *transaction).await?;
+        }
+        let buckets: Vec<(&BucketKey, &Figures)> = effects.journey_buckets.iter().collect();
+        for chunk in buckets.chunks(ROWS_PER_STATEMENT) {
+            let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+                "INSERT INTO journey_buckets (start, stage, tag, touchpoint, contributor, {}) ",
+                FIGURE_COLUMNS.join(", ")
+            ));
+            builder.push_values(chunk, |mut row, (key, figures)| {
+                row.push_bind(key.start)
+                    .push_bind(&key.stage)
+                    .push_bind(&key.tag)
+                    .push_bind(&key.touchpoint)
+                    .push_bind(PROCESSOR);
+                for value in figure_values(figures) {
+                    row.push_bind(value);
+                }
+            });
+            let additions: Vec<String> = FIGURE_COLUMNS
+                .iter()
+                .map(|column| format!("{column} = {column} + excluded.{column}"))
+                .collect();
+            builder.push(format!(
+                " ON CONFLICT (start, stage, tag, touchpoint, contributor) DO UPDATE SET {}",
+                additions.join(", ")
+            ));
+            builder.build().execute(&mut *transaction).await?;
+        }
+        let accounts: Vec<&(BucketKey, AccountId)> = effects.journey_accounts.iter().collect();
+        for chunk in accounts.chunks(ROWS_PER_STATEMENT) {
+            let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO journey_accounts (start, stage, tag, touchpoint, account_id) ",
+            );
+            builder.push_values(chunk, |mut row, (key, account_id)| {
+                row.push_bind(key.start)
+                    .push_bind(&key.stage)
+                    .push_bind(&key.tag)
+                    .push_bind(&key.touchpoint)
+                    .push_bind(account_id.as_str());
+            });
+            builder.push(" ON CONFLICT DO NOTHING");
+            builder.build().execute(&mut *transaction).await?;
+        }
+        for chunk in effects.journey_fired.chunks(ROWS_PER_STATEMENT) {
+            let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO journey_fired (window, start, stage, tag, detector) ",
+            );
+            builder.push_values(chunk, |mut row, fired| {
+                row.push_bind(fired.window.as_str())
+                    .push_bind(fired.start)
+                    .push_bind(&fired.stage)
+                    .push_bind(&fired.tag)
+                    .push_bind(&fired.detector);
+            });
+            builder.push(" ON CONFLICT DO NOTHING");
+            builder.build().execute(&mut *transaction).await?;
+        }
+        for chunk in effects.links.chunks(ROWS_PER_STATEMENT) {
+            let mut builder: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO loop_links (journey_loop, account_loop, at) ");
+            builder.push_values(chunk, |mut row, link: &LinkRow| {
+                row.push_bind(&link.journey_loop)
+                    .push_bind(&link.account_loop)
+                    .push_bind(link.at);
+            });
+            builder.push(" ON CONFLICT DO NOTHING");
             builder.build().execute(&mut *transaction).await?;
         }
         for (team, cursor) in &effects.round_robin {
@@ -438,7 +652,11 @@ impl Storage for SqliteStorage {
         Ok(())
     }
 
-    async fn purge(&self, cutoff: Millis) -> Result<PurgeCounts, StorageError> {
+    async fn purge(
+        &self,
+        cutoff: Millis,
+        journey_cutoff: Millis,
+    ) -> Result<PurgeCounts, StorageError> {
         let mut transaction = self.writer.begin().await?;
         let offset: i64 =
             sqlx::query_scalar("SELECT offset_seq FROM processor_state WHERE name = ?")
@@ -457,10 +675,25 @@ impl Storage for SqliteStorage {
             .execute(&mut *transaction)
             .await?
             .rows_affected();
+        let journey_buckets = sqlx::query("DELETE FROM journey_buckets WHERE start < ?")
+            .bind(journey_cutoff)
+            .execute(&mut *transaction)
+            .await?
+            .rows_affected();
+        for statement in [
+            "DELETE FROM journey_accounts WHERE start < ?",
+            "DELETE FROM journey_fired WHERE start < ?",
+        ] {
+            sqlx::query(statement)
+                .bind(journey_cutoff)
+                .execute(&mut *transaction)
+                .await?;
+        }
         transaction.commit().await?;
         Ok(PurgeCounts {
             events,
             dead_letters,
+            journey_buckets,
         })
     }
 
@@ -573,11 +806,13 @@ impl Storage for SqliteStorage {
                 .iter()
                 .map(|row| json_from_row::<EvidenceRow>(row, "evidence"))
                 .collect::<Result<Vec<_>, _>>()?;
+        let links = self.links_of(&record).await?;
         Ok(Some(LoopDetail {
             record,
             trace,
             history,
             evidence,
+            links,
         }))
     }
 
@@ -622,10 +857,40 @@ impl Storage for SqliteStorage {
         .iter()
         .map(|row| json_from_row::<SignalRow>(row, "signal"))
         .collect::<Result<Vec<_>, _>>()?;
+        let mut journey: Vec<StageSignals> = Vec::new();
+        for row in sqlx::query(
+            "SELECT stage, json_extract(record, '$.tag') AS tag, COUNT(*) AS signals, MIN(time) AS first, \
+             MAX(time) AS last FROM signals WHERE account_id = ? GROUP BY stage, tag ORDER BY stage, tag",
+        )
+        .bind(account_id)
+        .fetch_all(&self.reader)
+        .await?
+        {
+            let stage: String = row.try_get("stage")?;
+            let tag: String = row.try_get("tag")?;
+            let signals = row.try_get::<i64, _>("signals")? as u64;
+            let (first, last): (Millis, Millis) = (row.try_get("first")?, row.try_get("last")?);
+            if journey.last().is_none_or(|known| known.stage != stage) {
+                journey.push(StageSignals {
+                    stage: stage.clone(),
+                    signals: 0,
+                    tags: BTreeMap::new(),
+                    first_signal_at: first,
+                    last_signal_at: last,
+                });
+            }
+            let entry = journey.last_mut().expect("just pushed");
+            entry.signals += signals;
+            entry.tags.insert(tag, signals);
+            entry.first_signal_at = entry.first_signal_at.min(first);
+            entry.last_signal_at = entry.last_signal_at.max(last);
+        }
+        journey.sort_by(|a, b| (a.first_signal_at, &a.stage).cmp(&(b.first_signal_at, &b.stage)));
         Ok(AccountView {
             account,
             open_loops,
             recent_signals,
+            journey,
         })
     }
 
@@ -681,6 +946,31 @@ impl Storage for SqliteStorage {
                 .or_default()
                 .push(entry);
         }
+        let mut links: HashMap<String, Vec<LinkedLoop>> = HashMap::new();
+        for row in sqlx::query(
+            "SELECT loop_links.journey_loop AS journey_loop, loop_links.account_loop AS account_loop, \
+             loop_links.at AS at, journey.record AS journey_record, account.record AS account_record \
+             FROM loop_links JOIN loops AS journey ON journey.id = loop_links.journey_loop \
+             JOIN loops AS account ON account.id = loop_links.account_loop \
+             ORDER BY loop_links.at, loop_links.journey_loop, loop_links.account_loop",
+        )
+        .fetch_all(&self.reader)
+        .await?
+        {
+            let at: Millis = row.try_get("at")?;
+            let journey: LoopRecord = serde_json::from_str(row.try_get("journey_record")?)
+                .map_err(|error| corrupt("loop record", error))?;
+            let account: LoopRecord = serde_json::from_str(row.try_get("account_record")?)
+                .map_err(|error| corrupt("loop record", error))?;
+            links
+                .entry(journey.id.clone())
+                .or_default()
+                .push(linked(&account, at));
+            links
+                .entry(account.id.clone())
+                .or_default()
+                .push(linked(&journey, at));
+        }
         let rows = sqlx::query("SELECT record, trace FROM loops LEFT JOIN loop_traces ON loop_traces.loop_id = loops.id \
              ORDER BY key, generation")
             .fetch_all(&self.reader)
@@ -697,6 +987,7 @@ impl Storage for SqliteStorage {
                 Ok(LoopDetail {
                     history: history.remove(&record.id).unwrap_or_default(),
                     evidence: evidence.remove(&record.id).unwrap_or_default(),
+                    links: links.remove(&record.id).unwrap_or_default(),
                     record,
                     trace,
                 })
@@ -704,8 +995,172 @@ impl Storage for SqliteStorage {
             .collect()
     }
 
+    async fn journey_snapshot(&self, lookback: Millis) -> Result<JourneySnapshot, StorageError> {
+        let mut snapshot = JourneySnapshot::default();
+        if lookback <= 0 {
+            return Ok(snapshot);
+        }
+        let newest: Option<Millis> = sqlx::query_scalar("SELECT MAX(start) FROM journey_buckets")
+            .fetch_one(&self.writer)
+            .await?;
+        let Some(newest) = newest else {
+            return Ok(snapshot);
+        };
+        let since = newest - lookback;
+        for row in sqlx::query(&format!(
+            "SELECT start, stage, tag, touchpoint, {} FROM journey_buckets WHERE start >= ? \
+             GROUP BY start, stage, tag, touchpoint",
+            FIGURE_COLUMNS
+                .iter()
+                .map(|column| format!("SUM({column}) AS {column}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .bind(since)
+        .fetch_all(&self.writer)
+        .await?
+        {
+            snapshot
+                .buckets
+                .push((bucket_from_row(&row)?, figures_from_row(&row)?));
+        }
+        for row in sqlx::query(
+            "SELECT start, stage, tag, touchpoint, account_id FROM journey_accounts WHERE start >= ?",
+        )
+        .bind(since)
+        .fetch_all(&self.writer)
+        .await?
+        {
+            let account_id: String = row.try_get("account_id")?;
+            let account_id =
+                AccountId::parse(&account_id).map_err(|error| corrupt("journey account", error))?;
+            snapshot.accounts.push((bucket_from_row(&row)?, account_id));
+        }
+        // Fired markers are keyed by their window's start, which may lie before the grain rows'.
+        for row in sqlx::query(
+            "SELECT window, start, stage, tag, detector FROM journey_fired WHERE start >= ?",
+        )
+        .bind(since - lookback)
+        .fetch_all(&self.writer)
+        .await?
+        {
+            let window: String = row.try_get("window")?;
+            snapshot.fired.push(FiredRow {
+                window: Window::parse(&window).ok_or_else(|| corrupt("journey window", &window))?,
+                start: row.try_get("start")?,
+                stage: row.try_get("stage")?,
+                tag: row.try_get("tag")?,
+                detector: row.try_get("detector")?,
+            });
+        }
+        Ok(snapshot)
+    }
+
+    async fn journeys(&self, query: &JourneyQuery) -> Result<Vec<JourneyGroup>, StorageError> {
+        let columns = journey_columns(query);
+        let names: Vec<&str> = query
+            .group_by
+            .iter()
+            .map(|dimension| match dimension {
+                JourneyDimension::Stage => "stage",
+                JourneyDimension::Tag => "tag",
+                JourneyDimension::Touchpoint => "touchpoint",
+                JourneyDimension::Window => "window_start",
+            })
+            .collect();
+        let grouping = if names.is_empty() {
+            String::new()
+        } else {
+            format!(" GROUP BY {0} ORDER BY {0}", names.join(", "))
+        };
+        let select = |aggregates: &str| {
+            let mut selected = columns.clone();
+            selected.push(aggregates.to_owned());
+            selected.join(", ")
+        };
+        let sums: Vec<String> = FIGURE_COLUMNS
+            .iter()
+            .map(|column| format!("SUM({column}) AS {column}"))
+            .collect();
+        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+            "SELECT {} FROM journey_buckets WHERE 1 = 1",
+            select(&sums.join(", "))
+        ));
+        push_journey_filters(&mut builder, query);
+        builder.push(&grouping);
+        let mut groups = Vec::new();
+        let mut index: HashMap<GroupKey, usize> = HashMap::new();
+        for row in builder.build().fetch_all(&self.reader).await? {
+            let figures = figures_from_row(&row)?;
+            if figures.events == 0 {
+                continue;
+            }
+            let key = group_key(&row, query)?;
+            index.insert(key.clone(), groups.len());
+            groups.push(JourneyGroup {
+                stage: key.0,
+                tag: key.1,
+                touchpoint: key.2,
+                window_start: key.3,
+                figures,
+                accounts: 0,
+            });
+        }
+        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+            "SELECT {} FROM journey_accounts WHERE 1 = 1",
+            select("COUNT(DISTINCT account_id) AS accounts")
+        ));
+        push_journey_filters(&mut builder, query);
+        builder.push(&grouping);
+        for row in builder.build().fetch_all(&self.reader).await? {
+            let key = group_key(&row, query)?;
+            if let Some(position) = index.get(&key) {
+                groups[*position].accounts = row.try_get::<i64, _>("accounts")? as u64;
+            }
+        }
+        Ok(groups)
+    }
+
     async fn ping(&self) -> Result<(), StorageError> {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
+    }
+}
+
+fn linked(record: &LoopRecord, at: Millis) -> LinkedLoop {
+    LinkedLoop {
+        loop_id: record.id.clone(),
+        key: record.key.clone(),
+        kind: record.kind,
+        account_id: record.account_id.clone(),
+        state: record.state,
+        queue: record.queue.clone(),
+        owner: record.owner.clone(),
+        linked_at: at,
+    }
+}
+
+impl SqliteStorage {
+    /// The loops at the other end of `record`'s links, oldest link first.
+    async fn links_of(&self, record: &LoopRecord) -> Result<Vec<LinkedLoop>, StorageError> {
+        let statement = match record.kind {
+            SignalKind::Account => {
+                "SELECT loop_links.at AS at, loops.record AS record FROM loop_links \
+                 JOIN loops ON loops.id = loop_links.journey_loop \
+                 WHERE loop_links.account_loop = ? ORDER BY loop_links.at, loops.id"
+            }
+            SignalKind::Journey => {
+                "SELECT loop_links.at AS at, loops.record AS record FROM loop_links \
+                 JOIN loops ON loops.id = loop_links.account_loop \
+                 WHERE loop_links.journey_loop = ? ORDER BY loop_links.at, loops.id"
+            }
+        };
+        sqlx::query(statement)
+            .bind(&record.id)
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(|row| Ok(linked(&loop_from_row(row)?, row.try_get("at")?)))
+            .collect()
     }
 }

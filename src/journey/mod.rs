@@ -1,0 +1,702 @@
+//! Journeys for CX: what each event adds to the journey figures, and the journey detectors.
+//!
+//! Pure, like the rest of the core. An event feeds one bucket per configured window, keyed by its
+//! journey stage (the event's `journey_stage`, else its account's `lifecycle_stage`, else `unknown`),
+//! its primary tag and its touchpoint. Storage keeps additive rows at the grain (the shortest window)
+//! and the accounts of each bucket; the core keeps only what the journey detectors compare: for each
+//! detector window, the figures of the newest windows per stage x tag.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::config::routes::SignalKind;
+use crate::config::signals::{JourneyDetectorConfig, JourneyDetectorKind, SignalsConfig, Window};
+use crate::config::taxonomy::UNCATEGORIZED;
+use crate::detect::{tag_has_prefix, Signal};
+use crate::domain::{format_millis, AccountId, Event, EventData, Millis, SurveyKind};
+use crate::route::Account;
+
+/// The stage or touchpoint of an event that names none.
+pub const UNKNOWN: &str = "unknown";
+
+/// Windows of each detector window kind kept in memory: the newest and the two before it, so that an
+/// event in the newest or the previous window can be compared with the window before its own.
+const TRACKED_WINDOWS: i64 = 3;
+
+/// Additive journey figures: counts and sums, never ratios, so partial rows add up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Figures {
+    pub events: u64,
+    /// Tickets opened.
+    pub tickets: u64,
+    pub nps_responses: u64,
+    /// NPS 9-10.
+    pub promoters: u64,
+    /// NPS 7-8.
+    pub passives: u64,
+    /// NPS 0-6.
+    pub detractors: u64,
+    pub csat_responses: u64,
+    pub csat_sum: u64,
+    pub ces_responses: u64,
+    pub ces_sum: u64,
+}
+
+impl Figures {
+    /// What one event adds.
+    pub fn of(data: &EventData) -> Figures {
+        let mut figures = Figures {
+            events: 1,
+            ..Figures::default()
+        };
+        match data {
+            EventData::TicketOpened(_) => figures.tickets = 1,
+            EventData::SurveyResponded(survey) => {
+                let score = u64::from(survey.score);
+                match survey.kind {
+                    SurveyKind::Nps => {
+                        figures.nps_responses = 1;
+                        match survey.score {
+                            9.. => figures.promoters = 1,
+                            7..=8 => figures.passives = 1,
+                            _ => figures.detractors = 1,
+                        }
+                    }
+                    SurveyKind::Csat => {
+                        figures.csat_responses = 1;
+                        figures.csat_sum = score;
+                    }
+                    SurveyKind::Ces => {
+                        figures.ces_responses = 1;
+                        figures.ces_sum = score;
+                    }
+                }
+            }
+            _ => {}
+        }
+        figures
+    }
+
+    pub fn add(&mut self, other: &Figures) {
+        self.events += other.events;
+        self.tickets += other.tickets;
+        self.nps_responses += other.nps_responses;
+        self.promoters += other.promoters;
+        self.passives += other.passives;
+        self.detractors += other.detractors;
+        self.csat_responses += other.csat_responses;
+        self.csat_sum += other.csat_sum;
+        self.ces_responses += other.ces_responses;
+        self.ces_sum += other.ces_sum;
+    }
+
+    pub fn plus(mut self, other: &Figures) -> Figures {
+        self.add(other);
+        self
+    }
+
+    /// (promoters - detractors) / NPS responses x 100, to two decimals; `None` without responses.
+    pub fn nps(&self) -> Option<f64> {
+        (self.nps_responses > 0).then(|| {
+            round2(
+                (i128::from(self.promoters) - i128::from(self.detractors)) * 100,
+                i128::from(self.nps_responses),
+            )
+        })
+    }
+
+    pub fn csat_avg(&self) -> Option<f64> {
+        (self.csat_responses > 0)
+            .then(|| round2(i128::from(self.csat_sum), i128::from(self.csat_responses)))
+    }
+
+    pub fn ces_avg(&self) -> Option<f64> {
+        (self.ces_responses > 0)
+            .then(|| round2(i128::from(self.ces_sum), i128::from(self.ces_responses)))
+    }
+}
+
+/// `numerator / denominator` (denominator > 0) to two decimals, halves rounded away from zero, computed
+/// in integers so that the figure is exact up to its last digit.
+pub fn round2(numerator: i128, denominator: i128) -> f64 {
+    let scaled = numerator * 100;
+    let quotient = scaled / denominator;
+    let remainder = scaled % denominator;
+    let rounded = if 2 * remainder.abs() >= denominator {
+        quotient + scaled.signum()
+    } else {
+        quotient
+    };
+    rounded as f64 / 100.0
+}
+
+/// Where an event's journey stage came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageSource {
+    /// The event's own `journey_stage`.
+    Event,
+    /// The account's `lifecycle_stage`.
+    Account,
+    /// Neither: `unknown`.
+    Unknown,
+}
+
+/// One window an event fed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedWindow {
+    pub window: Window,
+    #[serde(
+        serialize_with = "serialize_time",
+        deserialize_with = "deserialize_time"
+    )]
+    pub start: Millis,
+}
+
+/// The journey buckets an event fed: its stage, primary tag and touchpoint, in each window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Feed {
+    pub stage: String,
+    pub stage_from: StageSource,
+    pub tag: String,
+    pub touchpoint: String,
+    pub windows: Vec<FeedWindow>,
+}
+
+impl Feed {
+    /// The stored bucket this event adds to: the grain window's.
+    pub fn bucket(&self, grain: Window, time: Millis) -> BucketKey {
+        BucketKey {
+            start: grain.start(time),
+            stage: self.stage.clone(),
+            tag: self.tag.clone(),
+            touchpoint: self.touchpoint.clone(),
+        }
+    }
+}
+
+/// A stored journey bucket at the grain.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BucketKey {
+    pub start: Millis,
+    pub stage: String,
+    pub tag: String,
+    pub touchpoint: String,
+}
+
+/// The journey stage of an event: its own `journey_stage`, else its account's `lifecycle_stage`, else
+/// `unknown`.
+pub fn stage_of<'a>(data: &'a EventData, account: Option<&'a Account>) -> (&'a str, StageSource) {
+    if let Some(stage) = data.journey_stage() {
+        return (stage, StageSource::Event);
+    }
+    match account.and_then(|account| account.lifecycle_stage.as_deref()) {
+        Some(stage) => (stage, StageSource::Account),
+        None => (UNKNOWN, StageSource::Unknown),
+    }
+}
+
+/// Where the customer met the company: a survey's touchpoint, a ticket's channel, else `unknown`.
+pub fn touchpoint_of(data: &EventData) -> &str {
+    let touchpoint = match data {
+        EventData::SurveyResponded(survey) => survey.touchpoint.as_deref(),
+        EventData::TicketOpened(ticket) => ticket.channel.as_deref(),
+        _ => None,
+    };
+    touchpoint.unwrap_or(UNKNOWN)
+}
+
+/// The buckets `event` feeds, under its primary tag (so every grouping partitions the events).
+pub fn feed(
+    event: &Event,
+    primary_tag: &str,
+    account: Option<&Account>,
+    windows: &[Window],
+) -> Feed {
+    let (stage, stage_from) = stage_of(&event.data, account);
+    Feed {
+        stage: stage.to_owned(),
+        stage_from,
+        tag: primary_tag.to_owned(),
+        touchpoint: touchpoint_of(&event.data).to_owned(),
+        windows: windows
+            .iter()
+            .map(|window| FeedWindow {
+                window: *window,
+                start: window.start(event.time),
+            })
+            .collect(),
+    }
+}
+
+/// A window's figures for one stage x tag, as the detectors compare them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WindowFigures {
+    pub figures: Figures,
+    pub accounts: HashSet<AccountId>,
+    /// Detectors that already fired for this window, stage and tag.
+    pub fired: BTreeSet<String>,
+}
+
+/// The tracked windows of one window kind: start -> stage -> tag -> figures.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Series {
+    newest: Option<Millis>,
+    by_start: BTreeMap<Millis, HashMap<String, HashMap<String, WindowFigures>>>,
+}
+
+impl Series {
+    fn get(&self, start: Millis, stage: &str, tag: &str) -> Option<&WindowFigures> {
+        self.by_start.get(&start)?.get(stage)?.get(tag)
+    }
+
+    fn entry(&mut self, start: Millis, stage: &str, tag: &str) -> &mut WindowFigures {
+        self.by_start
+            .entry(start)
+            .or_default()
+            .entry(stage.to_owned())
+            .or_default()
+            .entry(tag.to_owned())
+            .or_default()
+    }
+
+    /// The oldest window start still tracked, once `newest` is known.
+    fn floor(&self, window: Window) -> Option<Millis> {
+        self.newest
+            .map(|newest| newest - (TRACKED_WINDOWS - 1) * window.length())
+    }
+
+    fn tracks(&self, window: Window, start: Millis) -> bool {
+        self.floor(window).is_none_or(|floor| start >= floor)
+    }
+
+    fn advance(&mut self, window: Window, start: Millis) {
+        self.newest = Some(self.newest.map_or(start, |newest| newest.max(start)));
+        if let Some(floor) = self.floor(window) {
+            self.by_start = self.by_start.split_off(&floor);
+        }
+    }
+}
+
+/// What the journey detectors remember between events: per detector window kind, the tracked
+/// windows' figures. Rebuilt from storage at start-up ([`JourneyState::restore`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JourneyState {
+    series: BTreeMap<Window, Series>,
+}
+
+/// A detector that fired for a window, stage and tag; stored so that a restart does not fire it again.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FiredRow {
+    pub window: Window,
+    pub start: Millis,
+    pub stage: String,
+    pub tag: String,
+    pub detector: String,
+}
+
+/// The stored rows the journey state is rebuilt from: everything at or after the grain start
+/// `since`.
+#[derive(Debug, Clone, Default)]
+pub struct JourneySnapshot {
+    pub buckets: Vec<(BucketKey, Figures)>,
+    pub accounts: Vec<(BucketKey, AccountId)>,
+    pub fired: Vec<FiredRow>,
+}
+
+impl JourneyState {
+    /// Adds an event's figures to the tracked windows and marks the detectors that fired on it.
+    pub fn observe(
+        &mut self,
+        windows: &[Window],
+        account: &AccountId,
+        feed: &Feed,
+        time: Millis,
+        delta: &Figures,
+        fired: &[FiredRow],
+    ) {
+        for window in windows {
+            let start = window.start(time);
+            let series = self.series.entry(*window).or_default();
+            series.advance(*window, start);
+            if !series.tracks(*window, start) {
+                continue;
+            }
+            let figures = series.entry(start, &feed.stage, &feed.tag);
+            figures.figures.add(delta);
+            if !figures.accounts.contains(account) {
+                figures.accounts.insert(account.clone());
+            }
+            for row in fired.iter().filter(|row| row.window == *window) {
+                figures.fired.insert(row.detector.clone());
+            }
+        }
+    }
+
+    /// Rebuilds the tracked windows of `windows` from stored grain rows.
+    pub fn restore(windows: &[Window], snapshot: &JourneySnapshot) -> JourneyState {
+        let mut state = JourneyState::default();
+        let Some(newest) = snapshot.buckets.iter().map(|(key, _)| key.start).max() else {
+            return state;
+        };
+        for window in windows {
+            let series = state.series.entry(*window).or_default();
+            series.advance(*window, window.start(newest));
+            for (key, figures) in &snapshot.buckets {
+                let start = window.start(key.start);
+                if series.tracks(*window, start) {
+                    series
+                        .entry(start, &key.stage, &key.tag)
+                        .figures
+                        .add(figures);
+                }
+            }
+            for (key, account) in &snapshot.accounts {
+                let start = window.start(key.start);
+                if series.tracks(*window, start) {
+                    series
+                        .entry(start, &key.stage, &key.tag)
+                        .accounts
+                        .insert(account.clone());
+                }
+            }
+            for row in snapshot.fired.iter().filter(|row| row.window == *window) {
+                if series.tracks(*window, row.start) {
+                    series
+                        .entry(row.start, &row.stage, &row.tag)
+                        .fired
+                        .insert(row.detector.clone());
+                }
+            }
+        }
+        state
+    }
+
+    /// Figures of one tracked window, for tests and `explain`.
+    pub fn figures(
+        &self,
+        window: Window,
+        start: Millis,
+        stage: &str,
+        tag: &str,
+    ) -> Option<&WindowFigures> {
+        self.series.get(&window)?.get(start, stage, tag)
+    }
+}
+
+/// A window's figures as a journey signal's trace shows them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WindowSummary {
+    #[serde(serialize_with = "serialize_time")]
+    pub start: Millis,
+    pub events: u64,
+    pub tickets: u64,
+    pub accounts: u64,
+    pub nps_responses: u64,
+    pub promoters: u64,
+    pub passives: u64,
+    pub detractors: u64,
+    pub nps: Option<f64>,
+}
+
+impl WindowSummary {
+    fn new(start: Millis, figures: &Figures, accounts: u64) -> WindowSummary {
+        WindowSummary {
+            start,
+            events: figures.events,
+            tickets: figures.tickets,
+            accounts,
+            nps_responses: figures.nps_responses,
+            promoters: figures.promoters,
+            passives: figures.passives,
+            detractors: figures.detractors,
+            nps: figures.nps(),
+        }
+    }
+}
+
+/// The figures that crossed a journey detector's threshold.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JourneyFigures {
+    pub window: Window,
+    pub stage: String,
+    /// The bucket's tag (`uncategorized` included).
+    pub tag: String,
+    pub current: WindowSummary,
+    pub previous: Option<WindowSummary>,
+    pub threshold: String,
+}
+
+/// The configured journey detectors.
+#[derive(Debug, Clone)]
+pub struct JourneyDetectors {
+    detectors: Vec<JourneyDetectorConfig>,
+    /// Every configured window, in configuration order: an event feeds one bucket in each.
+    windows: Vec<Window>,
+    /// The windows the detectors compare, tracked in memory.
+    tracked: Vec<Window>,
+    grain: Window,
+}
+
+impl JourneyDetectors {
+    pub fn new(config: &SignalsConfig) -> JourneyDetectors {
+        let tracked: BTreeSet<Window> = config
+            .journey_detectors
+            .iter()
+            .map(|detector| detector.window)
+            .collect();
+        JourneyDetectors {
+            detectors: config.journey_detectors.clone(),
+            windows: config.journeys.windows.clone(),
+            tracked: tracked.into_iter().collect(),
+            grain: config.journeys.grain(),
+        }
+    }
+
+    pub fn windows(&self) -> &[Window] {
+        &self.windows
+    }
+
+    /// The windows kept in memory for the detectors.
+    pub fn tracked(&self) -> &[Window] {
+        &self.tracked
+    }
+
+    pub fn grain(&self) -> Window {
+        self.grain
+    }
+
+    /// How far before the newest stored grain bucket the rows that rebuild the state reach.
+    pub fn lookback(&self) -> Millis {
+        self.tracked
+            .iter()
+            .map(|window| (TRACKED_WINDOWS + 1) * window.length())
+            .max()
+            .unwrap_or(0)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.detectors.iter().map(|detector| detector.name.as_str())
+    }
+
+    /// The journey signals `event` raises, judged on the state before it; with the fired rows to
+    /// record. Changes nothing: the caller applies [`JourneyState::observe`].
+    pub fn detect(
+        &self,
+        state: &JourneyState,
+        event: &Event,
+        feed: &Feed,
+        delta: &Figures,
+    ) -> (Vec<Signal>, Vec<FiredRow>) {
+        let mut signals = Vec::new();
+        let mut fired = Vec::new();
+        let account = event.account_id();
+        for detector in &self.detectors {
+            let Some(key_tag) = self.key_tag(detector, &feed.tag) else {
+                continue;
+            };
+            let window = detector.window;
+            let length = window.length();
+            let start = window.start(event.time);
+            let empty = Series::default();
+            let series = state.series.get(&window).unwrap_or(&empty);
+            let newest = series.newest.map_or(start, |newest| newest.max(start));
+            let floor = newest - (TRACKED_WINDOWS - 1) * length;
+            if start < floor {
+                continue;
+            }
+            let known = series.get(start, &feed.stage, &feed.tag);
+            if known.is_some_and(|known| known.fired.contains(&detector.name)) {
+                continue;
+            }
+            let current = known
+                .map(|known| known.figures)
+                .unwrap_or_default()
+                .plus(delta);
+            let accounts = known.map_or(0, |known| known.accounts.len() as u64)
+                + u64::from(!known.is_some_and(|known| known.accounts.contains(account)));
+            // The previous window is known only while it is tracked.
+            let previous = (start - length >= floor).then(|| {
+                let previous = series.get(start - length, &feed.stage, &feed.tag);
+                (
+                    previous
+                        .map(|previous| previous.figures)
+                        .unwrap_or_default(),
+                    previous.map_or(0, |previous| previous.accounts.len() as u64),
+                )
+            });
+            let verdict = match detector.kind {
+                JourneyDetectorKind::AffectedAccounts => {
+                    let min = u64::from(detector.min_accounts.unwrap_or(u32::MAX));
+                    (accounts >= min).then(|| {
+                        (
+                            format!(
+                                "{accounts} accounts on {} in the {} {} of {} (threshold {min})",
+                                feed.tag,
+                                window.as_str(),
+                                feed.stage,
+                                format_millis(start)
+                            ),
+                            format!("at least {min} accounts"),
+                        )
+                    })
+                }
+                JourneyDetectorKind::NpsDrop => previous
+                    .filter(|_| delta.nps_responses > 0)
+                    .and_then(|(before, _)| nps_drop(detector, &before, &current))
+                    .map(|(drop, min_drop)| {
+                        (
+                            format!(
+                                "NPS of {} at {} fell {drop} points to {} against the previous {} ({}; threshold {min_drop})",
+                                feed.tag,
+                                feed.stage,
+                                show(current.nps()),
+                                window.as_str(),
+                                show(previous.and_then(|(before, _)| before.nps())),
+                            ),
+                            format!(
+                                "NPS down at least {min_drop} points, at least {} responses in both windows",
+                                detector.min_responses.unwrap_or(0)
+                            ),
+                        )
+                    }),
+                JourneyDetectorKind::TicketSurge => previous
+                    .filter(|_| delta.tickets > 0)
+                    .and_then(|(before, _)| ticket_surge(detector, before.tickets, current.tickets))
+                    .map(|(change, percent)| {
+                        (
+                            format!(
+                                "{} tickets on {} at {} this {}, {change} (threshold {percent}%)",
+                                current.tickets,
+                                feed.tag,
+                                feed.stage,
+                                window.as_str()
+                            ),
+                            format!(
+                                "tickets up at least {percent}% against the previous {}, at least {} tickets",
+                                window.as_str(),
+                                detector.min_tickets.unwrap_or(0)
+                            ),
+                        )
+                    }),
+            };
+            let Some((reason, threshold)) = verdict else {
+                continue;
+            };
+            fired.push(FiredRow {
+                window,
+                start,
+                stage: feed.stage.clone(),
+                tag: feed.tag.clone(),
+                detector: detector.name.clone(),
+            });
+            signals.push(Signal {
+                kind: SignalKind::Journey,
+                detector: detector.name.clone(),
+                detector_kind: detector.kind.as_str(),
+                severity: detector.severity,
+                account_id: None,
+                stage: Some(feed.stage.clone()),
+                primary_tag: feed.tag.clone(),
+                key_tag: key_tag.to_owned(),
+                time: event.time,
+                reason,
+                journey: Some(Box::new(JourneyFigures {
+                    window,
+                    stage: feed.stage.clone(),
+                    tag: feed.tag.clone(),
+                    current: WindowSummary::new(start, &current, accounts),
+                    previous: previous.map(|(before, before_accounts)| {
+                        WindowSummary::new(start - length, &before, before_accounts)
+                    }),
+                    threshold,
+                })),
+            });
+        }
+        (signals, fired)
+    }
+
+    /// The loop key's tag for a bucket, or `None` when the detector does not watch the bucket's tag.
+    fn key_tag<'a>(&self, detector: &'a JourneyDetectorConfig, tag: &'a str) -> Option<&'a str> {
+        let matches = |prefix: &String| tag_has_prefix(tag, prefix);
+        if detector.exclude_tag_prefixes.iter().any(matches)
+            || (!detector.tag_prefixes.is_empty() && !detector.tag_prefixes.iter().any(matches))
+        {
+            return None;
+        }
+        if tag == UNCATEGORIZED {
+            detector.tag.as_deref()
+        } else {
+            Some(tag)
+        }
+    }
+}
+
+/// `Some((drop, min_drop))` when NPS fell at least `min_drop` points, with enough responses in both
+/// windows. Compared exactly: prev - cur >= X  <=>  100((pp-pd)cn - (cp-cd)pn) >= X pn cn.
+fn nps_drop(
+    detector: &JourneyDetectorConfig,
+    before: &Figures,
+    current: &Figures,
+) -> Option<(String, u32)> {
+    let min_responses = u64::from(detector.min_responses?);
+    let min_drop = detector.min_drop?;
+    if before.nps_responses < min_responses || current.nps_responses < min_responses {
+        return None;
+    }
+    let (pn, cn) = (
+        i128::from(before.nps_responses),
+        i128::from(current.nps_responses),
+    );
+    let before_net = i128::from(before.promoters) - i128::from(before.detractors);
+    let current_net = i128::from(current.promoters) - i128::from(current.detractors);
+    let scaled_drop = 100 * (before_net * cn - current_net * pn);
+    (scaled_drop >= i128::from(min_drop) * pn * cn)
+        .then(|| (format!("{}", round2(scaled_drop, pn * cn)), min_drop))
+}
+
+/// `Some((change, percent))` when tickets rose at least `percent` against the previous window (any
+/// number against none), with at least `min_tickets` now.
+fn ticket_surge(
+    detector: &JourneyDetectorConfig,
+    before: u64,
+    current: u64,
+) -> Option<(String, u32)> {
+    let percent = detector.min_increase_percent?;
+    let min_tickets = u64::from(detector.min_tickets?);
+    if current < min_tickets {
+        return None;
+    }
+    if before == 0 {
+        return Some(("against none in the previous window".to_owned(), percent));
+    }
+    let (before, current) = (u128::from(before), u128::from(current));
+    (current > before && (current - before) * 100 >= u128::from(percent) * before).then(|| {
+        (
+            format!(
+                "up {}% from {before}",
+                round2(((current - before) * 100) as i128, before as i128)
+            ),
+            percent,
+        )
+    })
+}
+
+fn show(value: Option<f64>) -> String {
+    value.map_or_else(|| "none".to_owned(), |value| value.to_string())
+}
+
+fn serialize_time<S: Serializer>(millis: &Millis, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format_millis(*millis))
+}
+
+fn deserialize_time<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Millis, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    chrono::DateTime::parse_from_rfc3339(&text)
+        .map(|time| time.timestamp_millis())
+        .map_err(serde::de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests;
