@@ -40,6 +40,14 @@ pub struct BenchArgs {
     /// Skip the end-to-end run (stage rates only).
     #[arg(long)]
     pub stages_only: bool,
+    /// Run end to end only with journeys on, instead of with and without them.
+    #[arg(long)]
+    pub no_journey_comparison: bool,
+}
+
+/// The figures of one end-to-end run.
+struct EndToEnd {
+    processed_rate: f64,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -61,7 +69,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         total_bytes / lines.len().max(1)
     );
     if !args.stages_only {
-        end_to_end(&args, &lines).await?;
+        let with = end_to_end(&args, &lines, true).await?;
+        if !args.no_journey_comparison {
+            let without = end_to_end(&args, &lines, false).await?;
+            println!(
+                "journeys (aggregation + journey detection) cost {:.1}% of the end-to-end events/s: {:.0} with, {:.0} without",
+                (1.0 - with.processed_rate / without.processed_rate) * 100.0,
+                with.processed_rate,
+                without.processed_rate
+            );
+        }
     }
     stages(&lines)?;
     Ok(ExitCode::SUCCESS)
@@ -75,7 +92,11 @@ fn percentile(sorted: &[f64], fraction: f64) -> f64 {
     sorted[index]
 }
 
-async fn end_to_end(args: &BenchArgs, lines: &[String]) -> anyhow::Result<()> {
+async fn end_to_end(
+    args: &BenchArgs,
+    lines: &[String],
+    journeys: bool,
+) -> anyhow::Result<EndToEnd> {
     let directory = tempfile::tempdir().context("Failed to create a temporary directory")?;
     let db: PathBuf = directory.path().join("bench.db");
     let port = {
@@ -87,6 +108,7 @@ async fn end_to_end(args: &BenchArgs, lines: &[String]) -> anyhow::Result<()> {
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--db"])
         .arg(&db)
         .env("SIGLOOP__STORAGE__SYNCHRONOUS", &args.synchronous)
+        .env("SIGLOOP__JOURNEYS__ENABLED", journeys.to_string())
         .env("SIGLOOP__LOG__LEVEL", "warn")
         .stdout(Stdio::null())
         .kill_on_drop(true)
@@ -188,7 +210,8 @@ async fn end_to_end(args: &BenchArgs, lines: &[String]) -> anyhow::Result<()> {
     child.kill().await.ok();
     latencies.sort_by(f64::total_cmp);
     println!(
-        "end to end: {} events in {} requests of {} over {} connections, synchronous={}",
+        "end to end, journeys {}: {} events in {} requests of {} over {} connections, synchronous={}",
+        if journeys { "on" } else { "off" },
         lines.len(),
         request_count,
         args.batch_size,
@@ -217,7 +240,9 @@ async fn end_to_end(args: &BenchArgs, lines: &[String]) -> anyhow::Result<()> {
         ),
         None => println!("  server peak RSS:               unavailable"),
     }
-    Ok(())
+    Ok(EndToEnd {
+        processed_rate: lines.len() as f64 / elapsed.as_secs_f64(),
+    })
 }
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
@@ -301,16 +326,47 @@ fn stages(lines: &[String]) -> anyhow::Result<()> {
             payload: line.clone(),
         })
         .collect();
-    let mut state = CoreState::default();
-    let started = Instant::now();
-    let mut loop_rows = 0usize;
-    for batch in entries.chunks(1000) {
-        loop_rows += core
-            .process_batch(&mut state, batch, BatchClock::EventTime)
-            .loops
-            .len();
+    let run_core = |core: &Core| {
+        let mut state = CoreState::default();
+        let started = Instant::now();
+        let mut loop_rows = 0usize;
+        let mut buckets = 0usize;
+        for batch in entries.chunks(1000) {
+            let effects = core.process_batch(&mut state, batch, BatchClock::EventTime);
+            loop_rows += effects.loops.len();
+            buckets += effects.journey_buckets.len();
+        }
+        (
+            rate(entries.len(), started.elapsed()),
+            state,
+            loop_rows,
+            buckets,
+        )
+    };
+    let mut without_journeys = config.clone();
+    without_journeys.settings.journeys.enabled = false;
+    let core_without =
+        Core::new(&without_journeys).map_err(|problems| crate::config::ConfigError { problems })?;
+    // Each twice, alternating, best of two: the first run of a process also pays for faulting in
+    // fresh memory, which would otherwise count against whichever ran first.
+    let mut core_rate_without: f64 = 0.0;
+    let mut best = None;
+    for _ in 0..2 {
+        core_rate_without = core_rate_without.max(run_core(&core_without).0);
+        let run = run_core(&core);
+        if best
+            .as_ref()
+            .is_none_or(|(rate, ..): &(f64, CoreState, usize, usize)| run.0 > *rate)
+        {
+            best = Some(run);
+        }
     }
-    let core_rate = rate(entries.len(), started.elapsed());
+    let (core_rate, state, loop_rows, bucket_rows) = best.expect("ran twice");
+    let journey_loops = state
+        .loops
+        .values()
+        .filter(|record| record.kind == crate::config::routes::SignalKind::Journey)
+        .count();
     println!("stages alone, one core:");
     println!("  decode:                                   {decode_rate:.0} events/s");
     println!("  tag:                                      {tag_rate:.0} events/s ({tagged} tags)");
@@ -318,8 +374,12 @@ fn stages(lines: &[String]) -> anyhow::Result<()> {
     let chained = 1.0 / (1.0 / decode_rate + 1.0 / tag_rate + 1.0 / detect_route_rate);
     println!("  decode, tag, detect, route chained:       {chained:.0} events/s");
     println!(
-        "  decode + tag + detect + route + loops:    {core_rate:.0} events/s ({} loops, {loop_rows} loop rows written)",
+        "  decode + tag + detect + route + loops:    {core_rate:.0} events/s with journeys ({} loops, {journey_loops} of them journey loops, {loop_rows} loop rows and {bucket_rows} journey bucket rows written)",
         state.loops.len()
+    );
+    println!(
+        "                                            {core_rate_without:.0} events/s without journeys ({:.1}% more)",
+        (core_rate_without / core_rate - 1.0) * 100.0
     );
     Ok(())
 }

@@ -24,15 +24,18 @@ CREATE TABLE journey_buckets (
 ) WITHOUT ROWID;
 
 -- The accounts seen in each bucket: distinct counts do not add, so they are counted over the union of
--- the groups' sets.
+-- the groups' sets (COUNT(DISTINCT account_id)). Append-only with no uniqueness: a unique key would
+-- scatter every batch's inserts over the whole day's B-tree, while appends touch a few pages. A pair
+-- written twice (after a restart, or once the core's recent-pairs cache has let it go) changes no
+-- distinct count.
 CREATE TABLE journey_accounts (
     start INTEGER NOT NULL,
     stage TEXT NOT NULL,
     tag TEXT NOT NULL,
     touchpoint TEXT NOT NULL,
-    account_id TEXT NOT NULL,
-    PRIMARY KEY (start, stage, tag, touchpoint, account_id)
-) WITHOUT ROWID;
+    account_id TEXT NOT NULL
+);
+CREATE INDEX journey_accounts_start ON journey_accounts (start);
 
 -- A journey detector fired for a window, stage and tag: it fires there at most once, restarts included.
 CREATE TABLE journey_fired (

@@ -252,13 +252,16 @@ impl Series {
     }
 
     fn entry(&mut self, start: Millis, stage: &str, tag: &str) -> &mut WindowFigures {
-        self.by_start
-            .entry(start)
-            .or_default()
-            .entry(stage.to_owned())
-            .or_default()
-            .entry(tag.to_owned())
-            .or_default()
+        // Look up before inserting, so that the common case allocates no key.
+        let stages = self.by_start.entry(start).or_default();
+        if !stages.contains_key(stage) {
+            stages.insert(stage.to_owned(), HashMap::new());
+        }
+        let tags = stages.get_mut(stage).expect("just ensured");
+        if !tags.contains_key(tag) {
+            tags.insert(tag.to_owned(), WindowFigures::default());
+        }
+        tags.get_mut(tag).expect("just ensured")
     }
 
     /// The oldest window start still tracked, once `newest` is known.
@@ -382,6 +385,33 @@ impl JourneyState {
         tag: &str,
     ) -> Option<&WindowFigures> {
         self.series.get(&window)?.get(start, stage, tag)
+    }
+}
+
+/// The (bucket, account) pairs already written in the two newest grain windows, so that an account
+/// seen again in a bucket is not written again. Only a cache: it starts empty after a restart, and a
+/// pair written twice changes no distinct count.
+#[derive(Debug, Clone, Default)]
+pub struct RecentPairs {
+    by_start: BTreeMap<Millis, HashSet<String>>,
+}
+
+impl RecentPairs {
+    /// True when the pair was not seen yet (it is remembered from now on).
+    pub fn insert(&mut self, grain: Window, key: &BucketKey, account: &AccountId) -> bool {
+        let newest = self.by_start.keys().next_back().copied();
+        if newest.is_some_and(|newest| key.start < newest - grain.length()) {
+            return true;
+        }
+        let pair = format!(
+            "{}\0{}\0{}\0{}",
+            key.stage, key.tag, key.touchpoint, account
+        );
+        let inserted = self.by_start.entry(key.start).or_default().insert(pair);
+        if newest.is_none_or(|newest| key.start > newest) {
+            self.by_start = self.by_start.split_off(&(key.start - grain.length()));
+        }
+        inserted
     }
 }
 

@@ -107,6 +107,8 @@ pub struct CoreState {
     pub journeys: JourneyState,
     /// Account loops linked to each current journey loop, by id.
     pub links: HashMap<String, BTreeSet<String>>,
+    /// Journey account-set rows already written recently (a cache, not committed state).
+    pub journey_written: journey::RecentPairs,
 }
 
 impl CoreState {
@@ -193,8 +195,8 @@ pub struct BatchEffects {
     pub round_robin: BTreeMap<String, u64>,
     /// What the batch's events add to the journey buckets, at the grain.
     pub journey_buckets: BTreeMap<BucketKey, Figures>,
-    /// The accounts seen in each journey bucket (storage keeps each pair once).
-    pub journey_accounts: BTreeSet<(BucketKey, AccountId)>,
+    /// The accounts seen in each journey bucket, each pair once per batch (and rarely again later).
+    pub journey_accounts: Vec<(BucketKey, AccountId)>,
     pub journey_fired: Vec<FiredRow>,
     pub links: Vec<LinkRow>,
     pub action_outcomes: Vec<(i64, ActionOutcome)>,
@@ -473,14 +475,20 @@ impl Core {
         let feed = journey::feed(event, &tagging.primary, account, journeys.windows());
         let delta = Figures::of(&event.data);
         let bucket = feed.bucket(journeys.grain(), event.time);
-        effects
-            .journey_buckets
-            .entry(bucket.clone())
-            .or_default()
-            .add(&delta);
-        effects
-            .journey_accounts
-            .insert((bucket, event.account_id().clone()));
+        match effects.journey_buckets.get_mut(&bucket) {
+            Some(figures) => figures.add(&delta),
+            None => {
+                effects.journey_buckets.insert(bucket.clone(), delta);
+            }
+        }
+        if state
+            .journey_written
+            .insert(journeys.grain(), &bucket, event.account_id())
+        {
+            effects
+                .journey_accounts
+                .push((bucket, event.account_id().clone()));
+        }
         let (signals, fired) = journeys.detect(&state.journeys, event, &feed, &delta);
         state.journeys.observe(
             journeys.tracked(),
@@ -724,8 +732,14 @@ impl Core {
             }
             SignalKind::Journey => {}
             SignalKind::Account => {
-                if let Some(feed) = feed {
-                    let journey_key = format!("journey:{}:{}", feed.stage, signal.key_tag);
+                // The account loop's own stage (that of the event that opened it), as when a
+                // journey loop gathers its account loops: one account loop, one journey key.
+                let stage = state.loops[&loop_id]
+                    .stage
+                    .as_deref()
+                    .or(feed.map(|feed| feed.stage.as_str()));
+                if let Some(stage) = stage {
+                    let journey_key = format!("journey:{stage}:{}", signal.key_tag);
                     let journey_loop = state
                         .current_loop(&journey_key)
                         .filter(|journey| journey.state.is_active())

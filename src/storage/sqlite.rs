@@ -142,6 +142,26 @@ const FIGURE_COLUMNS: [&str; 10] = [
     "ces_sum",
 ];
 
+/// Adds a batch's journey rows (a JSON array of [start, stage, tag, touchpoint, figures...]) to the
+/// contributor's partial rows.
+static JOURNEY_BUCKETS_UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let values: Vec<String> = (0..FIGURE_COLUMNS.len())
+        .map(|index| format!("value ->> {}", index + 4))
+        .collect();
+    let additions: Vec<String> = FIGURE_COLUMNS
+        .iter()
+        .map(|column| format!("{column} = {column} + excluded.{column}"))
+        .collect();
+    format!(
+        "INSERT INTO journey_buckets (start, stage, tag, touchpoint, contributor, {}) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, ?1, {} FROM json_each(?2) WHERE true \
+         ON CONFLICT (start, stage, tag, touchpoint, contributor) DO UPDATE SET {}",
+        FIGURE_COLUMNS.join(", "),
+        values.join(", "),
+        additions.join(", ")
+    )
+});
+
 fn figure_values(figures: &Figures) -> [i64; 10] {
     [
         figures.events,
@@ -545,46 +565,52 @@ impl Storage for SqliteStorage {
             builder.push(" ON CONFLICT (account_id, tag) DO UPDATE SET times = excluded.times");
             builder.build().execute(&mut *transaction).await?;
         }
-        let buckets: Vec<(&BucketKey, &Figures)> = effects.journey_buckets.iter().collect();
-        for chunk in buckets.chunks(ROWS_PER_STATEMENT) {
-            let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-                "INSERT INTO journey_buckets (start, stage, tag, touchpoint, contributor, {}) ",
-                FIGURE_COLUMNS.join(", ")
-            ));
-            builder.push_values(chunk, |mut row, (key, figures)| {
-                row.push_bind(key.start)
-                    .push_bind(&key.stage)
-                    .push_bind(&key.tag)
-                    .push_bind(&key.touchpoint)
-                    .push_bind(PROCESSOR);
-                for value in figure_values(figures) {
-                    row.push_bind(value);
-                }
-            });
-            let additions: Vec<String> = FIGURE_COLUMNS
+        // One JSON array bound to one cached statement per table: SQLite unpacks the rows with
+        // json_each, which is several times cheaper than binding thousands of parameters into a
+        // statement text that changes with every batch's row count.
+        if !effects.journey_buckets.is_empty() {
+            let rows: Vec<serde_json::Value> = effects
+                .journey_buckets
                 .iter()
-                .map(|column| format!("{column} = {column} + excluded.{column}"))
+                .map(|(key, figures)| {
+                    let mut row = vec![
+                        serde_json::Value::from(key.start),
+                        key.stage.as_str().into(),
+                        key.tag.as_str().into(),
+                        key.touchpoint.as_str().into(),
+                    ];
+                    row.extend(figure_values(figures).map(serde_json::Value::from));
+                    serde_json::Value::Array(row)
+                })
                 .collect();
-            builder.push(format!(
-                " ON CONFLICT (start, stage, tag, touchpoint, contributor) DO UPDATE SET {}",
-                additions.join(", ")
-            ));
-            builder.build().execute(&mut *transaction).await?;
+            sqlx::query(&JOURNEY_BUCKETS_UPSERT)
+                .bind(PROCESSOR)
+                .bind(serde_json::Value::Array(rows).to_string())
+                .execute(&mut *transaction)
+                .await?;
         }
-        let accounts: Vec<&(BucketKey, AccountId)> = effects.journey_accounts.iter().collect();
-        for chunk in accounts.chunks(ROWS_PER_STATEMENT) {
-            let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO journey_accounts (start, stage, tag, touchpoint, account_id) ",
-            );
-            builder.push_values(chunk, |mut row, (key, account_id)| {
-                row.push_bind(key.start)
-                    .push_bind(&key.stage)
-                    .push_bind(&key.tag)
-                    .push_bind(&key.touchpoint)
-                    .push_bind(account_id.as_str());
-            });
-            builder.push(" ON CONFLICT DO NOTHING");
-            builder.build().execute(&mut *transaction).await?;
+        if !effects.journey_accounts.is_empty() {
+            let rows: Vec<(Millis, &str, &str, &str, &str)> = effects
+                .journey_accounts
+                .iter()
+                .map(|(key, account_id)| {
+                    (
+                        key.start,
+                        key.stage.as_str(),
+                        key.tag.as_str(),
+                        key.touchpoint.as_str(),
+                        account_id.as_str(),
+                    )
+                })
+                .collect();
+            sqlx::query(
+                "INSERT INTO journey_accounts (start, stage, tag, touchpoint, account_id) \
+                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?)",
+
+            )
+            .bind(to_json(&rows))
+            .execute(&mut *transaction)
+            .await?;
         }
         for chunk in effects.journey_fired.chunks(ROWS_PER_STATEMENT) {
             let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
