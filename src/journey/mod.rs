@@ -234,7 +234,9 @@ pub fn feed(
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WindowFigures {
     pub figures: Figures,
-    pub accounts: HashSet<AccountId>,
+    /// 128-bit digests of the accounts seen ([`account_digest`]): a third of the memory of the ids,
+    /// and a false match needs a 128-bit collision. The reported figures count real ids in SQL.
+    pub accounts: HashSet<u128>,
     /// Detectors that already fired for this window, stage and tag.
     pub fired: BTreeSet<String>,
 }
@@ -328,9 +330,7 @@ impl JourneyState {
             }
             let figures = series.entry(start, &feed.stage, &feed.tag);
             figures.figures.add(delta);
-            if !figures.accounts.contains(account) {
-                figures.accounts.insert(account.clone());
-            }
+            figures.accounts.insert(account_digest(account));
             for row in fired.iter().filter(|row| row.window == *window) {
                 figures.fired.insert(row.detector.clone());
             }
@@ -361,7 +361,7 @@ impl JourneyState {
                     series
                         .entry(start, &key.stage, &key.tag)
                         .accounts
-                        .insert(account.clone());
+                        .insert(account_digest(account));
                 }
             }
             for row in snapshot.fired.iter().filter(|row| row.window == *window) {
@@ -393,7 +393,9 @@ impl JourneyState {
 /// pair written twice changes no distinct count.
 #[derive(Debug, Clone, Default)]
 pub struct RecentPairs {
-    by_start: BTreeMap<Millis, HashSet<String>>,
+    /// 128-bit digests of (stage, tag, touchpoint, account) per grain start: a false "seen", which
+    /// would lose a pair, needs a 128-bit collision.
+    by_start: BTreeMap<Millis, HashSet<u128>>,
 }
 
 impl RecentPairs {
@@ -403,16 +405,33 @@ impl RecentPairs {
         if newest.is_some_and(|newest| key.start < newest - grain.length()) {
             return true;
         }
-        let pair = format!(
-            "{}\0{}\0{}\0{}",
-            key.stage, key.tag, key.touchpoint, account
-        );
+        let pair = digest128(&(
+            key.stage.as_str(),
+            key.tag.as_str(),
+            key.touchpoint.as_str(),
+            account.as_str(),
+        ));
         let inserted = self.by_start.entry(key.start).or_default().insert(pair);
         if newest.is_none_or(|newest| key.start > newest) {
             self.by_start = self.by_start.split_off(&(key.start - grain.length()));
         }
         inserted
     }
+}
+
+/// Two SipHash passes with different prefixes: a 128-bit digest of a value, stable across runs.
+fn digest128(value: &impl std::hash::Hash) -> u128 {
+    let pass = |prefix: u8| {
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(&(prefix, value), &mut hasher);
+        std::hash::Hasher::finish(&hasher)
+    };
+    (u128::from(pass(0)) << 64) | u128::from(pass(1))
+}
+
+/// The digest an account is remembered by in the tracked windows.
+pub fn account_digest(account: &AccountId) -> u128 {
+    digest128(&account.as_str())
 }
 
 /// A window's figures as a journey signal's trace shows them.
@@ -521,7 +540,7 @@ impl JourneyDetectors {
     ) -> (Vec<Signal>, Vec<FiredRow>) {
         let mut signals = Vec::new();
         let mut fired = Vec::new();
-        let account = event.account_id();
+        let account = account_digest(event.account_id());
         for detector in &self.detectors {
             let Some(key_tag) = self.key_tag(detector, &feed.tag) else {
                 continue;
@@ -545,7 +564,7 @@ impl JourneyDetectors {
                 .unwrap_or_default()
                 .plus(delta);
             let accounts = known.map_or(0, |known| known.accounts.len() as u64)
-                + u64::from(!known.is_some_and(|known| known.accounts.contains(account)));
+                + u64::from(!known.is_some_and(|known| known.accounts.contains(&account)));
             // The previous window is known only while it is tracked.
             let previous = (start - length >= floor).then(|| {
                 let previous = series.get(start - length, &feed.stage, &feed.tag);
