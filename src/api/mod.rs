@@ -665,12 +665,7 @@ async fn get_journeys(
         "kind": window.as_str(),
         "from": from.map(crate::domain::format_millis),
         "to": to.map(crate::domain::format_millis),
-        "group_by": group_by.iter().map(|dimension| match dimension {
-            JourneyDimension::Stage => "stage",
-            JourneyDimension::Tag => "tag",
-            JourneyDimension::Touchpoint => "touchpoint",
-            JourneyDimension::Window => "window",
-        }).collect::<Vec<_>>(),
+        "group_by": group_by.iter().map(|dimension| dimension.as_str()).collect::<Vec<_>>(),
         "groups": groups.iter().map(|group| views::journey_group_view(group, window)).collect::<Vec<_>>(),
     })))
 }

@@ -126,14 +126,26 @@ pub enum JourneyDimension {
 }
 
 impl JourneyDimension {
-    pub fn parse(value: &str) -> Option<JourneyDimension> {
-        match value {
-            "stage" => Some(JourneyDimension::Stage),
-            "tag" => Some(JourneyDimension::Tag),
-            "touchpoint" => Some(JourneyDimension::Touchpoint),
-            "window" => Some(JourneyDimension::Window),
-            _ => None,
+    pub const ALL: [JourneyDimension; 4] = [
+        JourneyDimension::Stage,
+        JourneyDimension::Tag,
+        JourneyDimension::Touchpoint,
+        JourneyDimension::Window,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JourneyDimension::Stage => "stage",
+            JourneyDimension::Tag => "tag",
+            JourneyDimension::Touchpoint => "touchpoint",
+            JourneyDimension::Window => "window",
         }
+    }
+
+    pub fn parse(value: &str) -> Option<JourneyDimension> {
+        JourneyDimension::ALL
+            .into_iter()
+            .find(|dimension| dimension.as_str() == value)
     }
 }
 

@@ -162,6 +162,15 @@ static JOURNEY_BUCKETS_UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock
     )
 });
 
+/// `SUM(events) AS events, ...`: the figures of a group of partial rows.
+fn figure_sums() -> String {
+    FIGURE_COLUMNS
+        .iter()
+        .map(|column| format!("SUM({column}) AS {column}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn figure_values(figures: &Figures) -> [i64; 10] {
     [
         figures.events,
@@ -1036,11 +1045,7 @@ impl Storage for SqliteStorage {
         for row in sqlx::query(&format!(
             "SELECT start, stage, tag, touchpoint, {} FROM journey_buckets WHERE start >= ? \
              GROUP BY start, stage, tag, touchpoint",
-            FIGURE_COLUMNS
-                .iter()
-                .map(|column| format!("SUM({column}) AS {column}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            figure_sums()
         ))
         .bind(since)
         .fetch_all(&self.writer)
@@ -1088,10 +1093,8 @@ impl Storage for SqliteStorage {
             .group_by
             .iter()
             .map(|dimension| match dimension {
-                JourneyDimension::Stage => "stage",
-                JourneyDimension::Tag => "tag",
-                JourneyDimension::Touchpoint => "touchpoint",
                 JourneyDimension::Window => "window_start",
+                other => other.as_str(),
             })
             .collect();
         let grouping = if names.is_empty() {
@@ -1104,13 +1107,9 @@ impl Storage for SqliteStorage {
             selected.push(aggregates.to_owned());
             selected.join(", ")
         };
-        let sums: Vec<String> = FIGURE_COLUMNS
-            .iter()
-            .map(|column| format!("SUM({column}) AS {column}"))
-            .collect();
         let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
             "SELECT {} FROM journey_buckets WHERE 1 = 1",
-            select(&sums.join(", "))
+            select(&figure_sums())
         ));
         push_journey_filters(&mut builder, query);
         builder.push(&grouping);
