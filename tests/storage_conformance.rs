@@ -19,14 +19,16 @@ use serde_json::json;
 use sigloop::config::routes::SignalKind;
 use sigloop::config::settings::Synchronous;
 use sigloop::config::signals::Severity;
+use sigloop::config::signals::Window;
 use sigloop::decode::{Rejection, RejectionCode};
-use sigloop::domain::{AccountId, Millis};
+use sigloop::domain::{AccountId, Millis, MILLIS_PER_DAY};
+use sigloop::journey::{BucketDelta, BucketKey, Figures};
 use sigloop::loops::{loop_id, CloseReason, EvidenceRow, HistoryRow, LoopRecord, LoopState};
 use sigloop::pipeline::core::{BatchEffects, EntryKind, FailedEntry, LogEntry, SignalRow};
 use sigloop::route::Account;
 use sigloop::storage::{
-    AppendEntry, LoopFilter, NewDeadLetter, PurgeCounts, SqliteStorage, Storage, StorageError,
-    MAX_DEAD_LETTER_PAYLOAD,
+    AppendEntry, JourneyDimension, JourneyQuery, LoopFilter, NewDeadLetter, PurgeCounts,
+    SqliteStorage, Storage, StorageError, MAX_DEAD_LETTER_PAYLOAD,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -82,6 +84,9 @@ macro_rules! conformance_suite {
             sequence_numbers_are_not_reused_after_a_purge,
             a_failed_entry_in_a_batch_becomes_a_dead_letter_from_the_processor,
             ping_succeeds_on_a_healthy_store,
+            journey_figures_add_up_over_batches_whatever_the_backend_folds_between_them,
+            journey_accounts_are_counted_once_however_often_a_pair_is_written,
+            journey_snapshot_returns_summed_rows_from_the_lookback_and_purge_removes_old_journey_rows,
         );
     };
     (@cases $backend:ident: $($case:ident),+ $(,)?) => {
@@ -1653,4 +1658,213 @@ async fn a_failed_entry_in_a_batch_becomes_a_dead_letter_from_the_processor(stor
 
 async fn ping_succeeds_on_a_healthy_store(storage: &dyn Storage) {
     storage.ping().await.expect("ping answers");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Journey rows.
+// ---------------------------------------------------------------------------------------------
+
+/// Monday 2026-11-23 00:00 UTC.
+const JOURNEY_MONDAY: Millis = 1_795_392_000_000;
+
+fn bucket(day: i64, stage: &str, tag: &str, touchpoint: &str) -> BucketKey {
+    BucketKey {
+        start: JOURNEY_MONDAY + day * MILLIS_PER_DAY,
+        stage: stage.to_owned(),
+        tag: tag.to_owned(),
+        touchpoint: touchpoint.to_owned(),
+    }
+}
+
+fn delta(key: BucketKey, events: u64, promoters: u64, accounts: &[&str]) -> BucketDelta {
+    BucketDelta {
+        key,
+        figures: Figures {
+            events,
+            nps_responses: promoters,
+            promoters,
+            ..Figures::default()
+        },
+        accounts: accounts
+            .iter()
+            .map(|id| AccountId::parse(id).unwrap())
+            .collect(),
+    }
+}
+
+fn journey_batch(offset: i64, buckets: Vec<BucketDelta>) -> BatchEffects {
+    BatchEffects {
+        offset,
+        clock: 10_000 + offset,
+        journey_buckets: buckets,
+        ..BatchEffects::default()
+    }
+}
+
+fn by_stage(window: Window) -> JourneyQuery {
+    JourneyQuery {
+        window,
+        from: None,
+        to: None,
+        group_by: vec![JourneyDimension::Stage],
+        stage: None,
+        tag: None,
+        touchpoint: None,
+    }
+}
+
+async fn stage_figures(storage: &dyn Storage, stage: &str) -> (Figures, u64) {
+    let groups = storage.journeys(&by_stage(Window::Week)).await.unwrap();
+    let group = groups
+        .iter()
+        .find(|group| group.stage.as_deref() == Some(stage))
+        .unwrap_or_else(|| panic!("no group for stage {stage}: {groups:?}"));
+    (group.figures, group.accounts)
+}
+
+async fn journey_figures_add_up_over_batches_whatever_the_backend_folds_between_them(
+    storage: &dyn Storage,
+) {
+    storage
+        .commit_batch(
+            &journey_batch(
+                1,
+                vec![delta(
+                    bucket(0, "onboarding", "billing", "email"),
+                    3,
+                    1,
+                    &["a1"],
+                )],
+            ),
+            10,
+        )
+        .await
+        .unwrap();
+    // Enough other buckets in one batch to make a backend that batches its writes (SQLite folds
+    // its append-only deltas past 32,768 rows) reorganize them.
+    let many: Vec<BucketDelta> = (0..40_000)
+        .map(|index| {
+            delta(
+                bucket(index % 7, "adoption", &format!("tag-{index}"), "web"),
+                1,
+                0,
+                &[],
+            )
+        })
+        .collect();
+    storage
+        .commit_batch(&journey_batch(2, many), 20)
+        .await
+        .unwrap();
+    storage
+        .commit_batch(
+            &journey_batch(
+                3,
+                vec![delta(
+                    bucket(1, "onboarding", "billing", "email"),
+                    2,
+                    2,
+                    &["a2"],
+                )],
+            ),
+            30,
+        )
+        .await
+        .unwrap();
+    let (onboarding, accounts) = stage_figures(storage, "onboarding").await;
+    assert_eq!(onboarding.events, 5);
+    assert_eq!(onboarding.promoters, 3);
+    assert_eq!(onboarding.nps_responses, 3);
+    assert_eq!(accounts, 2);
+    let (adoption, _) = stage_figures(storage, "adoption").await;
+    assert_eq!(adoption.events, 40_000);
+    // By day, the two onboarding rows stay apart.
+    let days = storage
+        .journeys(&JourneyQuery {
+            group_by: vec![JourneyDimension::Stage, JourneyDimension::Window],
+            stage: Some("onboarding".to_owned()),
+            ..by_stage(Window::Day)
+        })
+        .await
+        .unwrap();
+    let events: Vec<(Option<Millis>, u64)> = days
+        .iter()
+        .map(|group| (group.window_start, group.figures.events))
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            (Some(JOURNEY_MONDAY), 3),
+            (Some(JOURNEY_MONDAY + MILLIS_PER_DAY), 2)
+        ]
+    );
+}
+
+async fn journey_accounts_are_counted_once_however_often_a_pair_is_written(storage: &dyn Storage) {
+    let key = bucket(0, "renewal", "pricing", "call");
+    storage
+        .commit_batch(
+            &journey_batch(1, vec![delta(key.clone(), 2, 0, &["a1", "a2"])]),
+            10,
+        )
+        .await
+        .unwrap();
+    // After a restart the core may write a pair again.
+    storage
+        .commit_batch(
+            &journey_batch(2, vec![delta(key.clone(), 1, 0, &["a1"])]),
+            20,
+        )
+        .await
+        .unwrap();
+    let (figures, accounts) = stage_figures(storage, "renewal").await;
+    assert_eq!(figures.events, 3);
+    assert_eq!(accounts, 2);
+}
+
+async fn journey_snapshot_returns_summed_rows_from_the_lookback_and_purge_removes_old_journey_rows(
+    storage: &dyn Storage,
+) {
+    for (offset, day) in [(1, 0), (2, 0), (3, 20)] {
+        storage
+            .commit_batch(
+                &journey_batch(
+                    offset,
+                    vec![delta(
+                        bucket(day, "onboarding", "billing", "email"),
+                        1,
+                        0,
+                        &["a1"],
+                    )],
+                ),
+                offset * 10,
+            )
+            .await
+            .unwrap();
+    }
+    let snapshot = storage.journey_snapshot(30 * MILLIS_PER_DAY).await.unwrap();
+    let mut buckets = snapshot.buckets.clone();
+    buckets.sort_by_key(|(key, _)| key.start);
+    let events: Vec<(Millis, u64)> = buckets
+        .iter()
+        .map(|(key, figures)| (key.start, figures.events))
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            (JOURNEY_MONDAY, 2),
+            (JOURNEY_MONDAY + 20 * MILLIS_PER_DAY, 1)
+        ]
+    );
+    let recent = storage.journey_snapshot(5 * MILLIS_PER_DAY).await.unwrap();
+    assert_eq!(recent.buckets.len(), 1);
+    assert_eq!(recent.accounts.len(), 1);
+    let counts = storage
+        .purge(0, JOURNEY_MONDAY + 10 * MILLIS_PER_DAY)
+        .await
+        .unwrap();
+    assert_eq!(counts.journey_buckets, 2, "both partial rows of day 0");
+    let (figures, accounts) = stage_figures(storage, "onboarding").await;
+    assert_eq!(figures.events, 1);
+    assert_eq!(accounts, 1);
 }

@@ -133,6 +133,9 @@ impl JourneyDetectorKind {
     }
 }
 
+/// Journey detectors per configuration: each has one bit in the journey state's fired markers.
+pub const MAX_JOURNEY_DETECTORS: usize = 64;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JourneyDetectorConfig {
@@ -339,6 +342,13 @@ impl SignalsConfig {
         }
         if self.journeys.windows.is_empty() {
             problems.push("signals: journeys.windows names no window".to_owned());
+        }
+        // The journey state marks fired detectors in one 64-bit word per window, stage and tag.
+        if self.journey_detectors.len() > MAX_JOURNEY_DETECTORS {
+            problems.push(format!(
+                "signals: {} journey detectors configured, at most {MAX_JOURNEY_DETECTORS} are supported",
+                self.journey_detectors.len()
+            ));
         }
         for detector in &self.journey_detectors {
             let name = format!("signals: journey detector `{}`", detector.name);

@@ -6,7 +6,11 @@
 //! and the accounts of each bucket; the core keeps only what the journey detectors compare: for each
 //! detector window, the figures of the newest windows per stage x tag.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+// FxHash: the tracked windows are keyed by 128-bit digests that are already uniform, so the cheapest
+// hasher does; SipHash was a tenth of the core's time on them.
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -164,18 +168,6 @@ pub struct Feed {
     pub windows: Vec<FeedWindow>,
 }
 
-impl Feed {
-    /// The stored bucket this event adds to: the grain window's.
-    pub fn bucket(&self, grain: Window, time: Millis) -> BucketKey {
-        BucketKey {
-            start: grain.start(time),
-            stage: self.stage.clone(),
-            tag: self.tag.clone(),
-            touchpoint: self.touchpoint.clone(),
-        }
-    }
-}
-
 /// A stored journey bucket at the grain.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BucketKey {
@@ -183,6 +175,55 @@ pub struct BucketKey {
     pub stage: String,
     pub tag: String,
     pub touchpoint: String,
+}
+
+/// The journey dimensions of one event, borrowed from the event, its tagging and its account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dims<'a> {
+    pub stage: &'a str,
+    pub stage_from: StageSource,
+    /// The primary tag (`uncategorized` included), so that every grouping partitions the events.
+    pub tag: &'a str,
+    pub touchpoint: &'a str,
+}
+
+impl<'a> Dims<'a> {
+    pub fn of(event: &'a Event, primary_tag: &'a str, account: Option<&'a Account>) -> Dims<'a> {
+        let (stage, stage_from) = stage_of(&event.data, account);
+        Dims {
+            stage,
+            stage_from,
+            tag: primary_tag,
+            touchpoint: touchpoint_of(&event.data),
+        }
+    }
+
+    /// The buckets fed at `time` in each of `windows`, owned, as traces and `explain` show them.
+    pub fn feed(&self, windows: &[Window], time: Millis) -> Feed {
+        Feed {
+            stage: self.stage.to_owned(),
+            stage_from: self.stage_from,
+            tag: self.tag.to_owned(),
+            touchpoint: self.touchpoint.to_owned(),
+            windows: windows
+                .iter()
+                .map(|window| FeedWindow {
+                    window: *window,
+                    start: window.start(time),
+                })
+                .collect(),
+        }
+    }
+
+    /// The stored bucket at the grain that an event at `time` adds to.
+    pub fn bucket(&self, grain: Window, time: Millis) -> BucketKey {
+        BucketKey {
+            start: grain.start(time),
+            stage: self.stage.to_owned(),
+            tag: self.tag.to_owned(),
+            touchpoint: self.touchpoint.to_owned(),
+        }
+    }
 }
 
 /// The journey stage of an event: its own `journey_stage`, else its account's `lifecycle_stage`, else
@@ -207,26 +248,73 @@ pub fn touchpoint_of(data: &EventData) -> &str {
     touchpoint.unwrap_or(UNKNOWN)
 }
 
-/// The buckets `event` feeds, under its primary tag (so every grouping partitions the events).
-pub fn feed(
-    event: &Event,
-    primary_tag: &str,
-    account: Option<&Account>,
-    windows: &[Window],
-) -> Feed {
-    let (stage, stage_from) = stage_of(&event.data, account);
-    Feed {
-        stage: stage.to_owned(),
-        stage_from,
-        tag: primary_tag.to_owned(),
-        touchpoint: touchpoint_of(&event.data).to_owned(),
-        windows: windows
-            .iter()
-            .map(|window| FeedWindow {
-                window: *window,
-                start: window.start(event.time),
-            })
-            .collect(),
+/// A 128-bit digest of a sequence of strings (or fixed-length byte strings), each followed by 0xFF,
+/// a byte UTF-8 never contains, so that different sequences never share an input. In memory only:
+/// a false match needs a 128-bit collision.
+fn digest(parts: &[&[u8]]) -> u128 {
+    let length: usize = parts.iter().map(|part| part.len() + 1).sum();
+    let mut stack = [0u8; 192];
+    let mut heap = Vec::new();
+    let buffer: &mut [u8] = if length <= stack.len() {
+        &mut stack[..length]
+    } else {
+        heap.resize(length, 0);
+        &mut heap
+    };
+    let mut at = 0;
+    for part in parts {
+        buffer[at..at + part.len()].copy_from_slice(part);
+        buffer[at + part.len()] = 0xFF;
+        at += part.len() + 1;
+    }
+    xxhash_rust::xxh3::xxh3_128(buffer)
+}
+
+fn stage_tag_digest(stage: &str, tag: &str) -> u128 {
+    digest(&[stage.as_bytes(), tag.as_bytes()])
+}
+
+fn account_digest(account: &AccountId) -> u128 {
+    digest(&[account.as_str().as_bytes()])
+}
+
+/// One event as the journeys see it: its dimensions, what it adds, and the digests it is looked up
+/// by, computed once.
+#[derive(Debug, Clone, Copy)]
+pub struct Observation<'a> {
+    pub dims: Dims<'a>,
+    pub time: Millis,
+    pub delta: Figures,
+    account: u128,
+    stage_tag: u128,
+    /// Of (stage, tag, touchpoint): with the grain start, the stored bucket.
+    dims_digest: u128,
+}
+
+impl<'a> Observation<'a> {
+    pub fn new(
+        event: &'a Event,
+        primary_tag: &'a str,
+        account: Option<&'a Account>,
+    ) -> Observation<'a> {
+        let dims = Dims::of(event, primary_tag, account);
+        Observation {
+            dims,
+            time: event.time,
+            delta: Figures::of(&event.data),
+            account: account_digest(event.account_id()),
+            stage_tag: stage_tag_digest(dims.stage, dims.tag),
+            dims_digest: digest(&[
+                dims.stage.as_bytes(),
+                dims.tag.as_bytes(),
+                dims.touchpoint.as_bytes(),
+            ]),
+        }
+    }
+
+    /// The stored bucket's identity: the grain start and a digest of stage, tag and touchpoint.
+    pub fn bucket_id(&self, grain: Window) -> (Millis, u128) {
+        (grain.start(self.time), self.dims_digest)
     }
 }
 
@@ -234,36 +322,31 @@ pub fn feed(
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WindowFigures {
     pub figures: Figures,
-    /// 128-bit digests of the accounts seen ([`account_digest`]): a third of the memory of the ids,
-    /// and a false match needs a 128-bit collision. The reported figures count real ids in SQL.
-    pub accounts: HashSet<u128>,
-    /// Detectors that already fired for this window, stage and tag.
-    pub fired: BTreeSet<String>,
+    /// 128-bit digests of the accounts seen: a third of the memory of the ids, and a false match needs
+    /// a 128-bit collision. The reported figures count real ids in SQL.
+    pub accounts: FxHashSet<u128>,
+    /// Detectors that already fired for this window, stage and tag: bit i for the i-th detector.
+    fired: u64,
 }
 
-/// The tracked windows of one window kind: start -> stage -> tag -> figures.
+/// The tracked windows of one window kind: start -> digest of (stage, tag) -> figures.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Series {
     newest: Option<Millis>,
-    by_start: BTreeMap<Millis, HashMap<String, HashMap<String, WindowFigures>>>,
+    by_start: BTreeMap<Millis, FxHashMap<u128, WindowFigures>>,
 }
 
 impl Series {
-    fn get(&self, start: Millis, stage: &str, tag: &str) -> Option<&WindowFigures> {
-        self.by_start.get(&start)?.get(stage)?.get(tag)
+    fn get(&self, start: Millis, stage_tag: u128) -> Option<&WindowFigures> {
+        self.by_start.get(&start)?.get(&stage_tag)
     }
 
-    fn entry(&mut self, start: Millis, stage: &str, tag: &str) -> &mut WindowFigures {
-        // Look up before inserting, so that the common case allocates no key.
-        let stages = self.by_start.entry(start).or_default();
-        if !stages.contains_key(stage) {
-            stages.insert(stage.to_owned(), HashMap::new());
-        }
-        let tags = stages.get_mut(stage).expect("just ensured");
-        if !tags.contains_key(tag) {
-            tags.insert(tag.to_owned(), WindowFigures::default());
-        }
-        tags.get_mut(tag).expect("just ensured")
+    fn entry(&mut self, start: Millis, stage_tag: u128) -> &mut WindowFigures {
+        self.by_start
+            .entry(start)
+            .or_default()
+            .entry(stage_tag)
+            .or_default()
     }
 
     /// The oldest window start still tracked, once `newest` is known.
@@ -277,7 +360,10 @@ impl Series {
     }
 
     fn advance(&mut self, window: Window, start: Millis) {
-        self.newest = Some(self.newest.map_or(start, |newest| newest.max(start)));
+        if self.newest.is_some_and(|newest| newest >= start) {
+            return;
+        }
+        self.newest = Some(start);
         if let Some(floor) = self.floor(window) {
             self.by_start = self.by_start.split_off(&floor);
         }
@@ -285,7 +371,7 @@ impl Series {
 }
 
 /// What the journey detectors remember between events: per detector window kind, the tracked
-/// windows' figures. Rebuilt from storage at start-up ([`JourneyState::restore`]).
+/// windows' figures. Rebuilt from storage at start-up ([`JourneyDetectors::restore`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JourneyState {
     series: BTreeMap<Window, Series>,
@@ -311,71 +397,6 @@ pub struct JourneySnapshot {
 }
 
 impl JourneyState {
-    /// Adds an event's figures to the tracked windows and marks the detectors that fired on it.
-    pub fn observe(
-        &mut self,
-        windows: &[Window],
-        account: &AccountId,
-        feed: &Feed,
-        time: Millis,
-        delta: &Figures,
-        fired: &[FiredRow],
-    ) {
-        for window in windows {
-            let start = window.start(time);
-            let series = self.series.entry(*window).or_default();
-            series.advance(*window, start);
-            if !series.tracks(*window, start) {
-                continue;
-            }
-            let figures = series.entry(start, &feed.stage, &feed.tag);
-            figures.figures.add(delta);
-            figures.accounts.insert(account_digest(account));
-            for row in fired.iter().filter(|row| row.window == *window) {
-                figures.fired.insert(row.detector.clone());
-            }
-        }
-    }
-
-    /// Rebuilds the tracked windows of `windows` from stored grain rows.
-    pub fn restore(windows: &[Window], snapshot: &JourneySnapshot) -> JourneyState {
-        let mut state = JourneyState::default();
-        let Some(newest) = snapshot.buckets.iter().map(|(key, _)| key.start).max() else {
-            return state;
-        };
-        for window in windows {
-            let series = state.series.entry(*window).or_default();
-            series.advance(*window, window.start(newest));
-            for (key, figures) in &snapshot.buckets {
-                let start = window.start(key.start);
-                if series.tracks(*window, start) {
-                    series
-                        .entry(start, &key.stage, &key.tag)
-                        .figures
-                        .add(figures);
-                }
-            }
-            for (key, account) in &snapshot.accounts {
-                let start = window.start(key.start);
-                if series.tracks(*window, start) {
-                    series
-                        .entry(start, &key.stage, &key.tag)
-                        .accounts
-                        .insert(account_digest(account));
-                }
-            }
-            for row in snapshot.fired.iter().filter(|row| row.window == *window) {
-                if series.tracks(*window, row.start) {
-                    series
-                        .entry(row.start, &row.stage, &row.tag)
-                        .fired
-                        .insert(row.detector.clone());
-                }
-            }
-        }
-        state
-    }
-
     /// Figures of one tracked window, for tests and `explain`.
     pub fn figures(
         &self,
@@ -384,8 +405,19 @@ impl JourneyState {
         stage: &str,
         tag: &str,
     ) -> Option<&WindowFigures> {
-        self.series.get(&window)?.get(start, stage, tag)
+        self.series
+            .get(&window)?
+            .get(start, stage_tag_digest(stage, tag))
     }
+}
+
+/// What a batch adds to one stored journey bucket: its figures and the accounts not written there
+/// recently.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BucketDelta {
+    pub key: BucketKey,
+    pub figures: Figures,
+    pub accounts: Vec<AccountId>,
 }
 
 /// The (bucket, account) pairs already written in the two newest grain windows, so that an account
@@ -395,43 +427,28 @@ impl JourneyState {
 pub struct RecentPairs {
     /// 128-bit digests of (stage, tag, touchpoint, account) per grain start: a false "seen", which
     /// would lose a pair, needs a 128-bit collision.
-    by_start: BTreeMap<Millis, HashSet<u128>>,
+    by_start: BTreeMap<Millis, FxHashSet<u128>>,
 }
 
 impl RecentPairs {
-    /// True when the pair was not seen yet (it is remembered from now on).
-    pub fn insert(&mut self, grain: Window, key: &BucketKey, account: &AccountId) -> bool {
+    /// True when the observed event's (bucket, account) pair was not seen yet (it is remembered from
+    /// now on).
+    pub fn insert(&mut self, grain: Window, observation: &Observation) -> bool {
+        let start = grain.start(observation.time);
         let newest = self.by_start.keys().next_back().copied();
-        if newest.is_some_and(|newest| key.start < newest - grain.length()) {
+        if newest.is_some_and(|newest| start < newest - grain.length()) {
             return true;
         }
-        let pair = digest128(&(
-            key.stage.as_str(),
-            key.tag.as_str(),
-            key.touchpoint.as_str(),
-            account.as_str(),
-        ));
-        let inserted = self.by_start.entry(key.start).or_default().insert(pair);
-        if newest.is_none_or(|newest| key.start > newest) {
-            self.by_start = self.by_start.split_off(&(key.start - grain.length()));
+        let pair = digest(&[
+            &observation.dims_digest.to_le_bytes(),
+            &observation.account.to_le_bytes(),
+        ]);
+        let inserted = self.by_start.entry(start).or_default().insert(pair);
+        if newest.is_none_or(|newest| start > newest) {
+            self.by_start = self.by_start.split_off(&(start - grain.length()));
         }
         inserted
     }
-}
-
-/// Two SipHash passes with different prefixes: a 128-bit digest of a value, stable across runs.
-fn digest128(value: &impl std::hash::Hash) -> u128 {
-    let pass = |prefix: u8| {
-        let mut hasher = std::hash::DefaultHasher::new();
-        std::hash::Hash::hash(&(prefix, value), &mut hasher);
-        std::hash::Hasher::finish(&hasher)
-    };
-    (u128::from(pass(0)) << 64) | u128::from(pass(1))
-}
-
-/// The digest an account is remembered by in the tracked windows.
-pub fn account_digest(account: &AccountId) -> u128 {
-    digest128(&account.as_str())
 }
 
 /// A window's figures as a journey signal's trace shows them.
@@ -529,34 +546,100 @@ impl JourneyDetectors {
         self.detectors.iter().map(|detector| detector.name.as_str())
     }
 
-    /// The journey signals `event` raises, judged on the state before it; with the fired rows to
-    /// record. Changes nothing: the caller applies [`JourneyState::observe`].
+    /// Adds an observed event to the tracked windows and marks the detectors that fired on it.
+    pub fn observe(&self, state: &mut JourneyState, observation: &Observation, fired: &[FiredRow]) {
+        for window in &self.tracked {
+            let start = window.start(observation.time);
+            let series = state.series.entry(*window).or_default();
+            series.advance(*window, start);
+            if !series.tracks(*window, start) {
+                continue;
+            }
+            let figures = series.entry(start, observation.stage_tag);
+            figures.figures.add(&observation.delta);
+            figures.accounts.insert(observation.account);
+            for row in fired.iter().filter(|row| row.window == *window) {
+                figures.fired |= self.bit(&row.detector);
+            }
+        }
+    }
+
+    /// Rebuilds the tracked windows from stored grain rows.
+    pub fn restore(&self, snapshot: &JourneySnapshot) -> JourneyState {
+        let mut state = JourneyState::default();
+        let Some(newest) = snapshot.buckets.iter().map(|(key, _)| key.start).max() else {
+            return state;
+        };
+        for window in &self.tracked {
+            let series = state.series.entry(*window).or_default();
+            series.advance(*window, window.start(newest));
+            for (key, figures) in &snapshot.buckets {
+                let start = window.start(key.start);
+                if series.tracks(*window, start) {
+                    series
+                        .entry(start, stage_tag_digest(&key.stage, &key.tag))
+                        .figures
+                        .add(figures);
+                }
+            }
+            for (key, account) in &snapshot.accounts {
+                let start = window.start(key.start);
+                if series.tracks(*window, start) {
+                    series
+                        .entry(start, stage_tag_digest(&key.stage, &key.tag))
+                        .accounts
+                        .insert(account_digest(account));
+                }
+            }
+            for row in snapshot.fired.iter().filter(|row| row.window == *window) {
+                if series.tracks(*window, row.start) {
+                    series
+                        .entry(row.start, stage_tag_digest(&row.stage, &row.tag))
+                        .fired |= self.bit(&row.detector);
+                }
+            }
+        }
+        state
+    }
+
+    /// The fired-marker bit of the detector named `name` (none for a detector no longer configured).
+    fn bit(&self, name: &str) -> u64 {
+        self.detectors
+            .iter()
+            .position(|detector| detector.name == name)
+            .map_or(0, |index| 1 << index)
+    }
+
+    /// The journey signals an observed event raises, judged on the state before it; with the fired
+    /// rows to record. Changes nothing: the caller applies [`JourneyDetectors::observe`].
     pub fn detect(
         &self,
         state: &JourneyState,
-        event: &Event,
-        feed: &Feed,
-        delta: &Figures,
+        observation: &Observation,
     ) -> (Vec<Signal>, Vec<FiredRow>) {
         let mut signals = Vec::new();
         let mut fired = Vec::new();
-        let account = account_digest(event.account_id());
-        for detector in &self.detectors {
-            let Some(key_tag) = self.key_tag(detector, &feed.tag) else {
+        let dims = &observation.dims;
+        let delta = &observation.delta;
+        for (index, detector) in self.detectors.iter().enumerate() {
+            let Some(key_tag) = self.key_tag(detector, dims.tag) else {
                 continue;
             };
             let window = detector.window;
             let length = window.length();
-            let start = window.start(event.time);
-            let empty = Series::default();
-            let series = state.series.get(&window).unwrap_or(&empty);
-            let newest = series.newest.map_or(start, |newest| newest.max(start));
+            let start = window.start(observation.time);
+            let series = state.series.get(&window);
+            let newest = series
+                .and_then(|series| series.newest)
+                .map_or(start, |newest| newest.max(start));
             let floor = newest - (TRACKED_WINDOWS - 1) * length;
             if start < floor {
                 continue;
             }
-            let known = series.get(start, &feed.stage, &feed.tag);
-            if known.is_some_and(|known| known.fired.contains(&detector.name)) {
+            let lookup =
+                |start: Millis| series.and_then(|series| series.get(start, observation.stage_tag));
+            let known = lookup(start);
+            if known.is_some_and(|known| known.fired & (1 << index) != 0) {
                 continue;
             }
             let current = known
@@ -564,10 +647,12 @@ impl JourneyDetectors {
                 .unwrap_or_default()
                 .plus(delta);
             let accounts = known.map_or(0, |known| known.accounts.len() as u64)
-                + u64::from(!known.is_some_and(|known| known.accounts.contains(&account)));
+                + u64::from(
+                    !known.is_some_and(|known| known.accounts.contains(&observation.account)),
+                );
             // The previous window is known only while it is tracked.
             let previous = (start - length >= floor).then(|| {
-                let previous = series.get(start - length, &feed.stage, &feed.tag);
+                let previous = lookup(start - length);
                 (
                     previous
                         .map(|previous| previous.figures)
@@ -582,9 +667,9 @@ impl JourneyDetectors {
                         (
                             format!(
                                 "{accounts} accounts on {} in the {} {} of {} (threshold {min})",
-                                feed.tag,
+                                dims.tag,
                                 window.as_str(),
-                                feed.stage,
+                                dims.stage,
                                 format_millis(start)
                             ),
                             format!("at least {min} accounts"),
@@ -598,8 +683,8 @@ impl JourneyDetectors {
                         (
                             format!(
                                 "NPS of {} at {} fell {drop} points to {} against the previous {} ({}; threshold {min_drop})",
-                                feed.tag,
-                                feed.stage,
+                                dims.tag,
+                                dims.stage,
                                 show(current.nps()),
                                 window.as_str(),
                                 show(previous.and_then(|(before, _)| before.nps())),
@@ -618,8 +703,8 @@ impl JourneyDetectors {
                             format!(
                                 "{} tickets on {} at {} this {}, {change} (threshold {percent}%)",
                                 current.tickets,
-                                feed.tag,
-                                feed.stage,
+                                dims.tag,
+                                dims.stage,
                                 window.as_str()
                             ),
                             format!(
@@ -636,8 +721,8 @@ impl JourneyDetectors {
             fired.push(FiredRow {
                 window,
                 start,
-                stage: feed.stage.clone(),
-                tag: feed.tag.clone(),
+                stage: dims.stage.to_owned(),
+                tag: dims.tag.to_owned(),
                 detector: detector.name.clone(),
             });
             signals.push(Signal {
@@ -646,15 +731,15 @@ impl JourneyDetectors {
                 detector_kind: detector.kind.as_str(),
                 severity: detector.severity,
                 account_id: None,
-                stage: Some(feed.stage.clone()),
-                primary_tag: feed.tag.clone(),
+                stage: Some(dims.stage.to_owned()),
+                primary_tag: dims.tag.to_owned(),
                 key_tag: key_tag.to_owned(),
-                time: event.time,
+                time: observation.time,
                 reason,
                 journey: Some(Box::new(JourneyFigures {
                     window,
-                    stage: feed.stage.clone(),
-                    tag: feed.tag.clone(),
+                    stage: dims.stage.to_owned(),
+                    tag: dims.tag.to_owned(),
                     current: WindowSummary::new(start, &current, accounts),
                     previous: previous.map(|(before, before_accounts)| {
                         WindowSummary::new(start - length, &before, before_accounts)

@@ -55,17 +55,9 @@ fn run(
 ) -> Vec<Signal> {
     let mut signals = Vec::new();
     for (event, tag) in events {
-        let feed = feed(event, tag, None, detectors.windows());
-        let delta = Figures::of(&event.data);
-        let (raised, fired) = detectors.detect(state, event, &feed, &delta);
-        state.observe(
-            detectors.tracked(),
-            event.account_id(),
-            &feed,
-            event.time,
-            &delta,
-            &fired,
-        );
+        let observation = Observation::new(event, tag, None);
+        let (raised, fired) = detectors.detect(state, &observation);
+        detectors.observe(state, &observation, &fired);
         signals.extend(raised);
     }
     signals
@@ -385,23 +377,15 @@ fn the_state_rebuilt_from_stored_rows_equals_the_observed_state() {
         })
         .collect();
     for (event, tag) in &events {
-        let feed = feed(event, tag, None, detectors.windows());
-        let delta = Figures::of(&event.data);
-        let (_, fired) = detectors.detect(&state, event, &feed, &delta);
-        state.observe(
-            detectors.tracked(),
-            event.account_id(),
-            &feed,
-            event.time,
-            &delta,
-            &fired,
-        );
-        let bucket = feed.bucket(detectors.grain(), event.time);
-        snapshot.buckets.push((bucket.clone(), delta));
+        let observation = Observation::new(event, tag, None);
+        let (_, fired) = detectors.detect(&state, &observation);
+        detectors.observe(&mut state, &observation, &fired);
+        let bucket = observation.dims.bucket(detectors.grain(), event.time);
+        snapshot.buckets.push((bucket.clone(), observation.delta));
         snapshot.accounts.push((bucket, event.account_id().clone()));
         snapshot.fired.extend(fired);
     }
-    let restored = JourneyState::restore(detectors.tracked(), &snapshot);
+    let restored = detectors.restore(&snapshot);
     assert_eq!(restored, state);
     // Only the newest three weeks are kept.
     let kept: Vec<Millis> = state.series[&Window::Week]

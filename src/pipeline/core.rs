@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::routes::SignalKind;
@@ -16,8 +17,8 @@ use crate::decode::{self, Rejection, RejectionCode};
 use crate::detect::{DetectorState, Detectors, RepeatKey, Signal};
 use crate::domain::{AccountId, AccountUpserted, Event, EventData, Millis};
 use crate::journey::{
-    self, BucketKey, Feed, Figures, FiredRow, JourneyDetectors, JourneyFigures, JourneySnapshot,
-    JourneyState,
+    self, BucketDelta, Feed, Figures, FiredRow, JourneyDetectors, JourneyFigures, JourneySnapshot,
+    JourneyState, Observation,
 };
 use crate::loops::{
     loop_id, priority_for, transition, Action, CloseReason, EvidenceRow, HistoryRow, LinkRow,
@@ -193,10 +194,11 @@ pub struct BatchEffects {
     pub signals: Vec<SignalRow>,
     pub repeat_windows: BTreeMap<RepeatKey, Vec<Millis>>,
     pub round_robin: BTreeMap<String, u64>,
-    /// What the batch's events add to the journey buckets, at the grain.
-    pub journey_buckets: BTreeMap<BucketKey, Figures>,
-    /// The accounts seen in each journey bucket, each pair once per batch (and rarely again later).
-    pub journey_accounts: Vec<(BucketKey, AccountId)>,
+    /// What the batch's events add to the journey buckets at the grain, in the order first fed, with
+    /// the accounts seen in each (each pair once per batch, and rarely again later).
+    pub journey_buckets: Vec<BucketDelta>,
+    /// Where each bucket of the batch is in `journey_buckets`, by (grain start, dimensions digest).
+    pub journey_index: FxHashMap<(Millis, u128), usize>,
     pub journey_fired: Vec<FiredRow>,
     pub links: Vec<LinkRow>,
     pub action_outcomes: Vec<(i64, ActionOutcome)>,
@@ -361,7 +363,7 @@ impl Core {
     /// Rebuilds the journey detectors' windows from stored rows, at start-up.
     pub fn restore_journeys(&self, state: &mut CoreState, snapshot: &JourneySnapshot) {
         if let Some(journeys) = &self.journeys {
-            state.journeys = JourneyState::restore(journeys.tracked(), snapshot);
+            state.journeys = journeys.restore(snapshot);
         }
     }
 
@@ -430,14 +432,14 @@ impl Core {
                 .entry(tag_match.tag.clone())
                 .or_default() += 1;
         }
+        let mut detection = self.detectors.detect(event, &tagging, &state.detectors);
         let (feed, mut journey_signals) = match &self.journeys {
             Some(journeys) => {
-                let (feed, signals) = self.aggregate(journeys, state, event, &tagging, effects);
-                (Some(feed), signals)
+                let account_signals = !detection.signals.is_empty();
+                self.aggregate(journeys, state, event, &tagging, account_signals, effects)
             }
             None => (None, Vec::new()),
         };
-        let mut detection = self.detectors.detect(event, &tagging, &state.detectors);
         // Several signals of one event usually share a key: the most severe one opens (and routes)
         // the loop, the rest join it, whatever the detectors' order in the configuration. Journey
         // signals go first, so that an account loop opened by the same event links to the journey
@@ -462,43 +464,40 @@ impl Core {
         }
     }
 
-    /// Adds the event to its journey buckets and runs the journey detectors on the result.
+    /// Adds the event to its journey buckets and runs the journey detectors on the result; returns
+    /// the buckets fed when a signal will need them for its trace and evidence.
     fn aggregate(
         &self,
         journeys: &JourneyDetectors,
         state: &mut CoreState,
         event: &Event,
         tagging: &Tagging,
+        account_signals: bool,
         effects: &mut BatchEffects,
-    ) -> (Feed, Vec<Signal>) {
+    ) -> (Option<Feed>, Vec<Signal>) {
         let account = state.accounts.get(event.account_id());
-        let feed = journey::feed(event, &tagging.primary, account, journeys.windows());
-        let delta = Figures::of(&event.data);
-        let bucket = feed.bucket(journeys.grain(), event.time);
-        match effects.journey_buckets.get_mut(&bucket) {
-            Some(figures) => figures.add(&delta),
-            None => {
-                effects.journey_buckets.insert(bucket.clone(), delta);
-            }
+        let observation = Observation::new(event, &tagging.primary, account);
+        let index = *effects
+            .journey_index
+            .entry(observation.bucket_id(journeys.grain()))
+            .or_insert_with(|| {
+                effects.journey_buckets.push(BucketDelta {
+                    key: observation.dims.bucket(journeys.grain(), event.time),
+                    figures: Figures::default(),
+                    accounts: Vec::new(),
+                });
+                effects.journey_buckets.len() - 1
+            });
+        let bucket = &mut effects.journey_buckets[index];
+        bucket.figures.add(&observation.delta);
+        if state.journey_written.insert(journeys.grain(), &observation) {
+            bucket.accounts.push(event.account_id().clone());
         }
-        if state
-            .journey_written
-            .insert(journeys.grain(), &bucket, event.account_id())
-        {
-            effects
-                .journey_accounts
-                .push((bucket, event.account_id().clone()));
-        }
-        let (signals, fired) = journeys.detect(&state.journeys, event, &feed, &delta);
-        state.journeys.observe(
-            journeys.tracked(),
-            event.account_id(),
-            &feed,
-            event.time,
-            &delta,
-            &fired,
-        );
+        let (signals, fired) = journeys.detect(&state.journeys, &observation);
+        journeys.observe(&mut state.journeys, &observation, &fired);
         effects.journey_fired.extend(fired);
+        let feed = (account_signals || !signals.is_empty())
+            .then(|| observation.dims.feed(journeys.windows(), event.time));
         (feed, signals)
     }
 
@@ -995,10 +994,12 @@ impl Core {
         let (feed, mut journey_signals) = match &self.journeys {
             Some(journeys) if !is_account_update => {
                 let account = state.accounts.get(event.account_id());
-                let feed = journey::feed(event, &tagging.primary, account, journeys.windows());
-                let delta = Figures::of(&event.data);
-                let (signals, _) = journeys.detect(&state.journeys, event, &feed, &delta);
-                (Some(feed), signals)
+                let observation = Observation::new(event, &tagging.primary, account);
+                let (signals, _) = journeys.detect(&state.journeys, &observation);
+                (
+                    Some(observation.dims.feed(journeys.windows(), event.time)),
+                    signals,
+                )
             }
             _ => (None, Vec::new()),
         };

@@ -130,9 +130,6 @@ impl Processor {
                 }
                 failures = 0;
             }
-            if std::env::var("SIGLOOP_TIMING").is_ok() {
-                eprintln!("read {:?} process {:?}", read_elapsed, process_elapsed);
-            }
             {
                 let _entered = span.enter();
                 tracing::debug!(

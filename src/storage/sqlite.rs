@@ -38,7 +38,14 @@ const ROWS_PER_STATEMENT: usize = 500;
 pub struct SqliteStorage {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Rows in `journey_bucket_deltas` not folded into `journey_buckets` yet (as far as this process
+    /// knows: counted at open, then kept up to date by the commits).
+    unfolded_deltas: std::sync::atomic::AtomicUsize,
 }
+
+/// Unfolded journey delta rows past which a commit folds them into `journey_buckets`: often enough
+/// that queries sum few deltas, rarely enough that each bucket is rewritten once per many batches.
+const FOLD_DELTAS_AT: usize = 32_768;
 
 impl SqliteStorage {
     /// Opens (creating if missing) the database at `path` and runs the migrations.
@@ -80,7 +87,14 @@ impl SqliteStorage {
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(options.read_only(true).pragma("cache_size", "-4096"))
             .await?;
-        Ok(SqliteStorage { writer, reader })
+        let unfolded: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM journey_bucket_deltas")
+            .fetch_one(&writer)
+            .await?;
+        Ok(SqliteStorage {
+            writer,
+            reader,
+            unfolded_deltas: std::sync::atomic::AtomicUsize::new(unfolded as usize),
+        })
     }
 
     pub async fn close(&self) {
@@ -142,22 +156,37 @@ const FIGURE_COLUMNS: [&str; 10] = [
     "ces_sum",
 ];
 
-/// Adds a batch's journey rows (a JSON array of [start, stage, tag, touchpoint, figures...]) to the
-/// contributor's partial rows.
-static JOURNEY_BUCKETS_UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+/// Appends a batch's journey rows (a JSON array of [start, stage, tag, touchpoint, figures...]) as the
+/// contributor's deltas.
+static JOURNEY_DELTAS_INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let values: Vec<String> = (0..FIGURE_COLUMNS.len())
         .map(|index| format!("value ->> {}", index + 4))
         .collect();
+    format!(
+        "INSERT INTO journey_bucket_deltas (start, stage, tag, touchpoint, contributor, {}) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, ?1, {} FROM json_each(?2)",
+        FIGURE_COLUMNS.join(", "),
+        values.join(", "),
+    )
+});
+
+/// Adds every delta row to its bucket's folded row, in key order (so each page is visited once).
+static JOURNEY_DELTAS_FOLD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let additions: Vec<String> = FIGURE_COLUMNS
         .iter()
         .map(|column| format!("{column} = {column} + excluded.{column}"))
         .collect();
     format!(
         "INSERT INTO journey_buckets (start, stage, tag, touchpoint, contributor, {}) \
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, ?1, {} FROM json_each(?2) WHERE true \
+         SELECT start, stage, tag, touchpoint, contributor, {} FROM journey_bucket_deltas \
+         GROUP BY start, stage, tag, touchpoint, contributor ORDER BY start, stage, tag, touchpoint, contributor \
          ON CONFLICT (start, stage, tag, touchpoint, contributor) DO UPDATE SET {}",
         FIGURE_COLUMNS.join(", "),
-        values.join(", "),
+        FIGURE_COLUMNS
+            .iter()
+            .map(|column| format!("SUM({column})"))
+            .collect::<Vec<_>>()
+            .join(", "),
         additions.join(", ")
     )
 });
@@ -581,28 +610,44 @@ impl Storage for SqliteStorage {
             let rows: Vec<serde_json::Value> = effects
                 .journey_buckets
                 .iter()
-                .map(|(key, figures)| {
+                .map(|bucket| {
+                    let key = &bucket.key;
                     let mut row = vec![
                         serde_json::Value::from(key.start),
                         key.stage.as_str().into(),
                         key.tag.as_str().into(),
                         key.touchpoint.as_str().into(),
                     ];
-                    row.extend(figure_values(figures).map(serde_json::Value::from));
+                    row.extend(figure_values(&bucket.figures).map(serde_json::Value::from));
                     serde_json::Value::Array(row)
                 })
                 .collect();
-            sqlx::query(&JOURNEY_BUCKETS_UPSERT)
+            sqlx::query(&JOURNEY_DELTAS_INSERT)
                 .bind(PROCESSOR)
                 .bind(serde_json::Value::Array(rows).to_string())
                 .execute(&mut *transaction)
                 .await?;
         }
-        if !effects.journey_accounts.is_empty() {
-            let rows: Vec<(Millis, &str, &str, &str, &str)> = effects
-                .journey_accounts
-                .iter()
-                .map(|(key, account_id)| {
+        let unfolded = self
+            .unfolded_deltas
+            .load(std::sync::atomic::Ordering::Relaxed)
+            + effects.journey_buckets.len();
+        let fold = unfolded >= FOLD_DELTAS_AT;
+        if fold {
+            sqlx::query(&JOURNEY_DELTAS_FOLD)
+                .execute(&mut *transaction)
+                .await?;
+            // Without a WHERE clause SQLite truncates the table: its pages go back whole.
+            sqlx::query("DELETE FROM journey_bucket_deltas")
+                .execute(&mut *transaction)
+                .await?;
+        }
+        let accounts: Vec<(Millis, &str, &str, &str, &str)> = effects
+            .journey_buckets
+            .iter()
+            .flat_map(|bucket| {
+                let key = &bucket.key;
+                bucket.accounts.iter().map(move |account_id| {
                     (
                         key.start,
                         key.stage.as_str(),
@@ -611,13 +656,14 @@ impl Storage for SqliteStorage {
                         account_id.as_str(),
                     )
                 })
-                .collect();
+            })
+            .collect();
+        if !accounts.is_empty() {
             sqlx::query(
                 "INSERT INTO journey_accounts (start, stage, tag, touchpoint, account_id) \
                  SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?)",
-
             )
-            .bind(to_json(&rows))
+            .bind(to_json(&accounts))
             .execute(&mut *transaction)
             .await?;
         }
@@ -684,6 +730,10 @@ impl Storage for SqliteStorage {
         .execute(&mut *transaction)
         .await?;
         transaction.commit().await?;
+        self.unfolded_deltas.store(
+            if fold { 0 } else { unfolded },
+            std::sync::atomic::Ordering::Relaxed,
+        );
         Ok(())
     }
 
@@ -710,11 +760,17 @@ impl Storage for SqliteStorage {
             .execute(&mut *transaction)
             .await?
             .rows_affected();
-        let journey_buckets = sqlx::query("DELETE FROM journey_buckets WHERE start < ?")
-            .bind(journey_cutoff)
-            .execute(&mut *transaction)
-            .await?
-            .rows_affected();
+        let mut journey_buckets = 0;
+        for statement in [
+            "DELETE FROM journey_buckets WHERE start < ?",
+            "DELETE FROM journey_bucket_deltas WHERE start < ?",
+        ] {
+            journey_buckets += sqlx::query(statement)
+                .bind(journey_cutoff)
+                .execute(&mut *transaction)
+                .await?
+                .rows_affected();
+        }
         for statement in [
             "DELETE FROM journey_accounts WHERE start < ?",
             "DELETE FROM journey_fired WHERE start < ?",
@@ -1035,15 +1091,16 @@ impl Storage for SqliteStorage {
         if lookback <= 0 {
             return Ok(snapshot);
         }
-        let newest: Option<Millis> = sqlx::query_scalar("SELECT MAX(start) FROM journey_buckets")
-            .fetch_one(&self.writer)
-            .await?;
+        let newest: Option<Millis> =
+            sqlx::query_scalar("SELECT MAX(start) FROM journey_bucket_rows")
+                .fetch_one(&self.writer)
+                .await?;
         let Some(newest) = newest else {
             return Ok(snapshot);
         };
         let since = newest - lookback;
         for row in sqlx::query(&format!(
-            "SELECT start, stage, tag, touchpoint, {} FROM journey_buckets WHERE start >= ? \
+            "SELECT start, stage, tag, touchpoint, {} FROM journey_bucket_rows WHERE start >= ? \
              GROUP BY start, stage, tag, touchpoint",
             figure_sums()
         ))
@@ -1108,7 +1165,7 @@ impl Storage for SqliteStorage {
             selected.join(", ")
         };
         let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-            "SELECT {} FROM journey_buckets WHERE 1 = 1",
+            "SELECT {} FROM journey_bucket_rows WHERE 1 = 1",
             select(&figure_sums())
         ));
         push_journey_filters(&mut builder, query);
