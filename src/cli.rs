@@ -1,4 +1,4 @@
-//! The command line: `serve`, `demo`, `gen`, `ingest`, `explain`, `export`, `bench`.
+//! The command line: `serve`, `demo`, `gen`, `ingest`, `explain`, `export`, `replay`, `diff`, `bench`.
 
 use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
@@ -13,7 +13,7 @@ use crate::app::{shutdown_on_signals, Application};
 use crate::config::Config;
 use crate::pipeline::core::{BatchClock, Core, CoreState, EntryKind, LogEntry};
 use crate::pipeline::now_millis;
-use crate::storage::{SqliteStorage, Storage};
+use crate::storage::{LoopDetail, SqliteStorage, Storage};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,6 +40,11 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Write every loop in the canonical form: NDJSON sorted by key and generation.
     Export(ExportArgs),
+    /// Run an NDJSON file of events (and operator actions) through the pipeline on event time, into
+    /// a fresh database, and write every loop as `export` does.
+    Replay(ReplayArgs),
+    /// Replay one NDJSON file under two configurations and list the loops they treat differently.
+    Diff(DiffArgs),
     /// Measure the embedded pipeline end to end and stage by stage.
     Bench(crate::bench::BenchArgs),
 }
@@ -123,6 +128,52 @@ pub struct ExportArgs {
     pub out: Option<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+#[command(after_help = "\
+A line whose JSON object has a top-level \"loop_id\" is an operator action, in the form the log \
+stores it: {\"loop_id\": ID, \"action\": \"acknowledge\"|\"start\"|\"resolve\"|\"close\"|\"reopen\"|\"assign\"|\"comment\", \
+\"actor\": NAME, \"note\": TEXT or null, \"time\": MILLIS} (plus \"reason\" for close, \"owner\" for assign). \
+Every other line is a CloudEvents event. Actions apply in file order; the clock is the largest event \
+or action time so far.")]
+pub struct ReplayArgs {
+    /// NDJSON file of events and action lines.
+    #[arg(long, value_name = "FILE")]
+    pub events: PathBuf,
+    /// Directory with taxonomy.toml, signals.toml, routes.toml (and optionally sigloop.toml); a
+    /// missing file means the embedded one (default: the embedded configuration).
+    #[arg(long, value_name = "DIR")]
+    pub config: Option<PathBuf>,
+    /// SQLite database to create and keep; it must not exist yet (default: a temporary one, removed
+    /// afterwards).
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// Output file (default: stdout).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Exit with status 2 when a line was rejected or an action refused (they are always reported
+    /// on stderr).
+    #[arg(long)]
+    pub strict: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Loops are matched by key and generation. Each difference is one line, sorted by key: opened only by \
+B, opened only by A, closed differently (state or close reason), re-routed (queue), re-owned (owner); \
+then a summary line of counts. The exit status is 0 whether or not there are differences, and \
+non-zero only on errors.")]
+pub struct DiffArgs {
+    /// NDJSON file of events and action lines, as for `replay`.
+    #[arg(long, value_name = "FILE")]
+    pub events: PathBuf,
+    /// Configuration directory; give it twice: A, then B.
+    #[arg(long = "config", value_name = "DIR", required = true, num_args = 1)]
+    pub configs: Vec<PathBuf>,
+    /// Print one JSON object instead of lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -142,6 +193,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Ingest(args) => ingest(args).await,
             Command::Explain(args) => explain(args),
             Command::Export(args) => export(args).await,
+            Command::Replay(args) => replay(args).await,
+            Command::Diff(args) => diff(args).await,
             Command::Bench(args) => crate::bench::run(args).await,
         }
     })
@@ -309,18 +362,89 @@ async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("Failed to open the database {}", path.display()))?;
     let loops = storage.export().await?;
-    let mut out: Box<dyn Write> = match args.out {
+    write_export(&loops, args.out.as_deref())?;
+    storage.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes loops in the canonical form to `out` or stdout: one loop detail view per line, in the
+/// order given (storage's export order: key, then generation). `export` and `replay` share it, so
+/// their bytes are the same.
+fn write_export(loops: &[LoopDetail], out: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let mut out: Box<dyn Write> = match out {
         Some(path) => Box::new(BufWriter::new(
-            std::fs::File::create(&path)
+            std::fs::File::create(path)
                 .with_context(|| format!("Failed to create {}", path.display()))?,
         )),
         None => Box::new(BufWriter::new(std::io::stdout())),
     };
-    for detail in &loops {
+    for detail in loops {
         serde_json::to_writer(&mut out, &crate::api::views::loop_detail_view(detail))?;
         out.write_all(b"\n")?;
     }
     out.flush()?;
-    storage.close().await;
+    Ok(())
+}
+
+async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let config = crate::replay::load_config(args.config.as_deref())?;
+    let outcome = crate::replay::replay(&config, &args.events, args.db.as_deref()).await?;
+    for problem in outcome
+        .report
+        .rejected
+        .iter()
+        .chain(&outcome.report.refused)
+    {
+        eprintln!("sigloop replay: {problem}");
+    }
+    write_export(&outcome.loops, args.out.as_deref())?;
+    eprintln!(
+        "sigloop replay: {}",
+        outcome.report.summary(outcome.loops.len())
+    );
+    Ok(if args.strict && !outcome.report.is_clean() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
+    let [config_a, config_b] = args.configs.as_slice() else {
+        anyhow::bail!(
+            "diff takes exactly two --config directories (A, then B); got {}",
+            args.configs.len()
+        );
+    };
+    let (side_a, side_b, loop_diff) = crate::replay::diff(&args.events, config_a, config_b).await?;
+    // Rejected lines do not depend on the configuration (decoding does not read it): report them
+    // once. Refused actions can differ, so each side reports its own.
+    for problem in &side_a.report.rejected {
+        eprintln!("sigloop diff: {problem}");
+    }
+    for (label, side) in [("A", &side_a), ("B", &side_b)] {
+        for problem in &side.report.refused {
+            eprintln!("sigloop diff: under {label}: {problem}");
+        }
+        eprintln!(
+            "sigloop diff: {label} ({}): {}",
+            side.config_dir.display(),
+            side.report.summary(side.loops)
+        );
+    }
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    if args.json {
+        let mut value = serde_json::to_value(&loop_diff)?;
+        let object = value.as_object_mut().expect("a diff is an object");
+        object.insert("a".to_owned(), side_a.to_json());
+        object.insert("b".to_owned(), side_b.to_json());
+        object.insert("summary".to_owned(), loop_diff.counts());
+        serde_json::to_writer(&mut out, &value)?;
+        out.write_all(b"\n")?;
+    } else {
+        out.write_all(loop_diff.render_text(side_a.loops, side_b.loops).as_bytes())?;
+    }
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }

@@ -12,12 +12,16 @@
 //! - [`loops`]: loop identity, the explicit state machine, history and evidence rows.
 //! - [`pipeline`]: the pure batch core ([`pipeline::core`]) and the async processor around it.
 //! - [`storage`]: the one storage boundary (the only module with SQL); SQLite for the embedded mode.
+//! - [`kpi`]: loop KPIs per queue and team over a period (pure arithmetic over storage's loop
+//!   timings), answered by `GET /v1/kpis` and the `sigloop_loop_*` gauges of `/metrics`.
 //! - [`api`]: the HTTP API and its JSON views.
 //! - [`app`]: start-up and shutdown; [`cli`]: the commands; [`config`]: typed, validated configuration.
 //! - [`gen`]: the deterministic event generator; [`bench`]: the end-to-end benchmark.
+//! - [`replay`]: `sigloop replay` (a file through the pipeline on event time, into a fresh database)
+//!   and `sigloop diff` (one file under two configurations, loops compared).
 //! - [`telemetry`]: metrics and logs; [`failpoint`]: crash points for the durability tests.
 //!
-//! decode, tag, detect, route and loops are synchronous and pure: no I/O, no wall clock.
+//! decode, tag, detect, route, loops and kpi are synchronous and pure: no I/O, no wall clock.
 
 pub mod api;
 pub mod app;
@@ -31,8 +35,10 @@ pub mod failpoint;
 pub mod gen;
 pub mod ingest;
 pub mod journey;
+pub mod kpi;
 pub mod loops;
 pub mod pipeline;
+pub mod replay;
 pub mod route;
 pub mod storage;
 pub mod tag;

@@ -1,12 +1,15 @@
 //! Metrics, defined once, with labels from bounded sets (event type, transport, rejection code, tag,
 //! detector, queue, outcome: never an account id), and the tracing subscriber.
 
+use std::sync::Mutex;
+
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry,
+    exponential_buckets, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry,
 };
 
 use crate::config::settings::{LogFormat, LogSettings};
+use crate::kpi::{DurationQuantiles, QueueKpis};
 
 /// Every metric sigloop exports. Each application owns its registry, so tests can run several.
 pub struct Metrics {
@@ -25,6 +28,62 @@ pub struct Metrics {
     pub append_seconds: Histogram,
     pub event_to_loop_seconds: Histogram,
     pub purged: IntCounterVec,
+    /// Loop KPIs per queue over all loops, set from storage on each scrape
+    /// ([`Metrics::render_with_loop_kpis`]).
+    pub loop_kpis: LoopKpiGauges,
+}
+
+/// The `sigloop_loop_*` gauges: per queue (and quantile), a series only where the figure exists (a
+/// queue with no closed loop has no time-to-close series).
+pub struct LoopKpiGauges {
+    pub sla_attainment: GaugeVec,
+    pub closed_loop_ratio: GaugeVec,
+    pub reopen_ratio: GaugeVec,
+    pub time_to_acknowledge_seconds: GaugeVec,
+    pub time_to_close_seconds: GaugeVec,
+    /// Held from the reset of the gauges to the end of the rendering, so that two scrapes at once
+    /// never show each other's half-set gauges.
+    refresh: Mutex<()>,
+}
+
+impl LoopKpiGauges {
+    fn all(&self) -> [&GaugeVec; 5] {
+        [
+            &self.sla_attainment,
+            &self.closed_loop_ratio,
+            &self.reopen_ratio,
+            &self.time_to_acknowledge_seconds,
+            &self.time_to_close_seconds,
+        ]
+    }
+
+    fn set(&self, queues: &[QueueKpis]) {
+        for gauge in self.all() {
+            gauge.reset();
+        }
+        let set = |gauge: &GaugeVec, labels: &[&str], value: Option<f64>| {
+            if let Some(value) = value {
+                gauge.with_label_values(labels).set(value);
+            }
+        };
+        let set_quantiles = |gauge: &GaugeVec, queue: &str, quantiles: &DurationQuantiles| {
+            set(gauge, &[queue, "0.5"], quantiles.median_seconds);
+            set(gauge, &[queue, "0.9"], quantiles.p90_seconds);
+        };
+        for queue in queues {
+            let name = queue.queue.as_str();
+            let kpis = &queue.kpis;
+            set(&self.sla_attainment, &[name], kpis.sla_attainment);
+            set(&self.closed_loop_ratio, &[name], kpis.closed_loop_rate);
+            set(&self.reopen_ratio, &[name], kpis.reopen_rate);
+            set_quantiles(
+                &self.time_to_acknowledge_seconds,
+                name,
+                &kpis.time_to_acknowledge,
+            );
+            set_quantiles(&self.time_to_close_seconds, name, &kpis.time_to_close);
+        }
+    }
 }
 
 impl Metrics {
@@ -52,6 +111,42 @@ impl Metrics {
                 .register(Box::new(metric.clone()))
                 .expect("metric names are unique");
             metric
+        };
+        let float_gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let metric =
+                GaugeVec::new(Opts::new(name, help), labels).expect("metric definitions are valid");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("metric names are unique");
+            metric
+        };
+        let loop_kpis = LoopKpiGauges {
+            sla_attainment: float_gauge_vec(
+                "sigloop_loop_sla_attainment",
+                "Share of the queue's loops with an SLA policy that are not breached (0..1), over all loops; computed when scraped.",
+                &["queue"],
+            ),
+            closed_loop_ratio: float_gauge_vec(
+                "sigloop_loop_closed_loop_ratio",
+                "Share of the queue's closed loops that closed as verified (0..1), over all loops; computed when scraped.",
+                &["queue"],
+            ),
+            reopen_ratio: float_gauge_vec(
+                "sigloop_loop_reopen_ratio",
+                "Share of the queue's loops reopened at least once (0..1), over all loops; computed when scraped.",
+                &["queue"],
+            ),
+            time_to_acknowledge_seconds: float_gauge_vec(
+                "sigloop_loop_time_to_acknowledge_seconds",
+                "Time from opening to acknowledgement of the queue's acknowledged loops, nearest-rank median (quantile 0.5) and 90th percentile (0.9); computed when scraped.",
+                &["queue", "quantile"],
+            ),
+            time_to_close_seconds: float_gauge_vec(
+                "sigloop_loop_time_to_close_seconds",
+                "Time from opening to closing of the queue's closed loops, nearest-rank median (quantile 0.5) and 90th percentile (0.9); computed when scraped.",
+                &["queue", "quantile"],
+            ),
+            refresh: Mutex::new(()),
         };
         let events_duplicate = IntCounter::new(
             "sigloop_events_duplicate_total",
@@ -126,6 +221,7 @@ impl Metrics {
                 "Rows purged after the retention period, by table (events, dead_letters).",
                 &["table"],
             ),
+            loop_kpis,
             registry,
         }
     }
@@ -136,6 +232,18 @@ impl Metrics {
         encoder
             .encode_to_string(&self.registry.gather())
             .unwrap_or_else(|error| format!("# failed to encode metrics: {error}\n"))
+    }
+
+    /// Sets the loop KPI gauges to `queues` (none when `None`: the figures could not be read) and
+    /// renders, as one step.
+    pub fn render_with_loop_kpis(&self, queues: Option<&[QueueKpis]>) -> String {
+        let _refreshing = self
+            .loop_kpis
+            .refresh
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.loop_kpis.set(queues.unwrap_or_default());
+        self.render()
     }
 }
 

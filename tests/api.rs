@@ -366,7 +366,8 @@ async fn operator_actions_walk_a_loop_through_its_states_with_history() {
     for (action, state) in [
         ("acknowledge", "acknowledged"),
         ("start", "in_progress"),
-        ("resolve", "resolved"),
+        // Resolved, then at once verifying for the SLA policy's window.
+        ("resolve", "verifying"),
     ] {
         let (status, body) = app
             .action(
@@ -410,6 +411,7 @@ async fn operator_actions_walk_a_loop_through_its_states_with_history() {
             ("acknowledge", "ana.lima"),
             ("start", "ana.lima"),
             ("resolve", "ana.lima"),
+            ("verify", "sigloop"),
             ("assign", "lead"),
             ("comment", "ben.okafor"),
         ]

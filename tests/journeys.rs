@@ -1301,35 +1301,41 @@ async fn resolving_a_journey_loop_resolves_its_linked_account_loops_with_a_task_
         json!({"action": "resolve", "actor": "maya.cohen", "note": "the setup wizard is fixed"}),
     )
     .await;
-    assert_eq!(journey["state"], "resolved");
+    // Resolved, then verifying (as every resolved loop), and so are the linked account loops.
+    assert_eq!(journey["state"], "verifying");
     assert_eq!(
         links(&journey, "account"),
         pairs(&[
-            (&loops.early, "resolved"),
-            (&loops.resolved, "resolved"),
+            (&loops.early, "verifying"),
+            (&loops.resolved, "verifying"),
             (&loops.done, "closed"),
-            (&late, "resolved"),
+            (&late, "verifying"),
         ])
     );
 
-    for (id, owner, from_state) in [
-        (&loops.early, "ana.lima", "acknowledged"),
-        (&late, "chloe.martin", "open"),
-        (&loops.resolved, "ben.okafor", "resolved"),
+    // (loop, owner, state before, state after journey_fixed): an account loop already verifying
+    // stays so and still gets the task.
+    for (id, owner, from_state, to_state) in [
+        (&loops.early, "ana.lima", "acknowledged", "resolved"),
+        (&late, "chloe.martin", "open", "resolved"),
+        (&loops.resolved, "ben.okafor", "verifying", "verifying"),
     ] {
         let account_loop = detail(&app, id).await;
-        assert_eq!(account_loop["state"], "resolved", "{account_loop}");
+        assert_eq!(account_loop["state"], "verifying", "{account_loop}");
         assert_eq!(account_loop["owner"], owner);
-        let last = account_loop["history"]
-            .as_array()
-            .expect("history")
-            .last()
-            .expect("a row")
-            .clone();
-        assert_eq!(last["action"], "journey_fixed", "{account_loop}");
-        assert_eq!(last["actor"], "sigloop");
-        assert_eq!(last["from_state"], from_state);
-        assert_eq!(last["to_state"], "resolved");
+        let rows = account_loop["history"].as_array().expect("history");
+        let fixed = rows
+            .iter()
+            .position(|row| row["action"] == "journey_fixed")
+            .unwrap_or_else(|| panic!("no journey_fixed row: {account_loop}"));
+        let row = &rows[fixed];
+        assert_eq!(row["actor"], "sigloop");
+        assert_eq!(row["from_state"], from_state);
+        assert_eq!(row["to_state"], to_state);
+        if to_state == "resolved" {
+            assert_eq!(rows[fixed + 1]["action"], "verify", "{account_loop}");
+            assert_eq!(rows[fixed + 1]["to_state"], "verifying");
+        }
         let tasks = account_loop["tasks"].as_array().expect("tasks");
         assert_eq!(tasks.len(), 1, "{account_loop}");
         assert_eq!(tasks[0]["kind"], "tell_customer");
@@ -1402,7 +1408,7 @@ async fn journey_counts_fired_detectors_and_links_survive_restarts() {
     )
     .await;
     let early = detail(&app, &early).await;
-    assert_eq!(early["state"], "resolved", "{early}");
+    assert_eq!(early["state"], "verifying", "{early}");
     assert_eq!(early["tasks"][0]["kind"], "tell_customer");
     assert_eq!(early["tasks"][0]["journey_loop"], journey_id.as_str());
 }
@@ -1684,14 +1690,14 @@ async fn an_account_loop_stays_with_the_journey_loop_of_its_own_stage_when_a_lat
             fixed["state"].clone(),
             fixed["tasks"].as_array().map(Vec::len)
         ),
-        (json!("resolved"), Some(1)),
+        (json!("verifying"), Some(1)),
         "journey loop {journey_a_id} lists {account_loop} as linked, yet resolving it left the \
          account loop alone: {fixed}"
     );
     assert_eq!(fixed["journey_loop"], journey_a_id.as_str());
     assert_eq!(
         links(&fixed, "journey"),
-        pairs(&[(&journey_a_id, "resolved")]),
+        pairs(&[(&journey_a_id, "verifying")]),
         "linked to the journey loop of its own stage only"
     );
 }

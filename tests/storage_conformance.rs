@@ -23,6 +23,7 @@ use sigloop::config::signals::Window;
 use sigloop::decode::{Rejection, RejectionCode};
 use sigloop::domain::{AccountId, Millis, MILLIS_PER_DAY};
 use sigloop::journey::{BucketDelta, BucketKey, Figures};
+use sigloop::kpi::LoopTiming;
 use sigloop::loops::{loop_id, CloseReason, EvidenceRow, HistoryRow, LoopRecord, LoopState};
 use sigloop::pipeline::core::{BatchEffects, EntryKind, FailedEntry, LogEntry, SignalRow};
 use sigloop::route::Account;
@@ -77,6 +78,7 @@ macro_rules! conformance_suite {
             list_loops_pages_newest_first_with_before_and_next,
             queues_count_loops_by_queue_and_state_with_breached_and_the_oldest_active_loop,
             queues_of_an_empty_store_is_empty,
+            loop_timings_read_the_kpi_fields_of_every_loop_opened_from_the_start_inclusive_to_the_end_exclusive,
             account_view_returns_the_profile_non_closed_loops_and_recent_signals_newest_first,
             account_view_of_an_unknown_account_is_empty,
             purge_deletes_only_processed_log_entries_received_before_the_cutoff_and_old_dead_letters,
@@ -211,6 +213,9 @@ fn loop_record(key: &str, generation: u32, tag: &str) -> LoopRecord {
         stage: None,
         journey_loop: None,
         tasks: Vec::new(),
+        ack_breached_at: None,
+        resolve_breached_at: None,
+        verify_due: None,
     }
 }
 
@@ -1371,6 +1376,73 @@ async fn queues_count_loops_by_queue_and_state_with_breached_and_the_oldest_acti
 
 async fn queues_of_an_empty_store_is_empty(storage: &dyn Storage) {
     assert!(storage.queues().await.unwrap().is_empty());
+}
+
+async fn loop_timings_read_the_kpi_fields_of_every_loop_opened_from_the_start_inclusive_to_the_end_exclusive(
+    storage: &dyn Storage,
+) {
+    assert!(storage.loop_timings(None, None).await.unwrap().is_empty());
+    // Open, with an SLA policy.
+    let mut open = account_loop("acme", "a", 1);
+    open.opened_at = 1_000;
+    // Acknowledged, closed as verified after a reopen, breached, without an SLA policy.
+    let mut verified = journey_loop("onboarding", "b", 1);
+    verified.opened_at = 2_000;
+    verified.acknowledged_at = Some(2_500);
+    verified.state = LoopState::Closed;
+    verified.closed_at = Some(4_000);
+    verified.close_reason = Some(CloseReason::Verified);
+    verified.breached = true;
+    verified.sla_policy = None;
+    verified.recurrence = 2;
+    // The next generation of the first loop's key, closed as a duplicate: every generation counts.
+    let mut duplicate = account_loop("acme", "a", 2);
+    duplicate.opened_at = 3_000;
+    duplicate.state = LoopState::Closed;
+    duplicate.closed_at = Some(3_100);
+    duplicate.close_reason = Some(CloseReason::Duplicate);
+    storage
+        .commit_batch(&batch_with_loops(1, [open, verified, duplicate]), 5_000)
+        .await
+        .unwrap();
+
+    let timing = |queue: &str, opened_at: Millis| LoopTiming {
+        queue: queue.to_owned(),
+        opened_at,
+        acknowledged_at: None,
+        closed_at: None,
+        close_reason: None,
+        breached: false,
+        has_sla: true,
+        recurrence: 0,
+    };
+    let expected = vec![
+        timing("cs-default", 1_000),
+        LoopTiming {
+            acknowledged_at: Some(2_500),
+            closed_at: Some(4_000),
+            close_reason: Some(CloseReason::Verified),
+            breached: true,
+            has_sla: false,
+            recurrence: 2,
+            ..timing("cx-journeys", 2_000)
+        },
+        LoopTiming {
+            closed_at: Some(3_100),
+            close_reason: Some(CloseReason::Duplicate),
+            ..timing("cs-default", 3_000)
+        },
+    ];
+    let read = |from: Option<Millis>, to: Option<Millis>| async move {
+        let mut timings = storage.loop_timings(from, to).await.unwrap();
+        timings.sort_by_key(|timing| timing.opened_at);
+        timings
+    };
+    assert_eq!(read(None, None).await, expected);
+    assert_eq!(read(Some(2_000), None).await, expected[1..]);
+    assert_eq!(read(None, Some(2_000)).await, expected[..1]);
+    assert_eq!(read(Some(2_000), Some(3_000)).await, expected[1..2]);
+    assert_eq!(read(Some(3_001), Some(9_000)).await, []);
 }
 
 async fn account_view_returns_the_profile_non_closed_loops_and_recent_signals_newest_first(

@@ -21,11 +21,13 @@ use tokio::sync::watch;
 pub use error::ApiError;
 
 use crate::config::routes::SignalKind;
+use crate::config::settings::ClockMode;
 use crate::config::signals::Window;
 use crate::config::Config;
 use crate::decode::{self, RejectionCode};
 use crate::domain::Millis;
 use crate::ingest::Ingestor;
+use crate::kpi::{self, Ownership};
 use crate::loops::{transition, Action, CloseReason, LoopState};
 use crate::pipeline::core::{ActionOutcome, ActionRequest, Core, CoreState};
 use crate::pipeline::{now_millis, ActionOutcomes};
@@ -64,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/loops/{id}/actions", post(post_action))
         .route("/v1/accounts/{id}", get(get_account))
         .route("/v1/journeys", get(get_journeys))
+        .route("/v1/kpis", get(get_kpis))
         .route("/v1/explain", post(post_explain))
         .route("/v1/dead-letters", get(get_dead_letters))
         .route("/v1/openapi.json", get(get_openapi))
@@ -484,12 +487,25 @@ async fn post_action(
     if let Some(conflict) = superseded(&state, &record).await? {
         return Err(conflict);
     }
+    // On the event-time clock only events move time: an action happens at the clock's reading (the
+    // largest event time processed), not at the wall clock, which would fire every pending deadline.
+    let time = match state.inner.config.settings.clock.mode {
+        ClockMode::Live => now_millis(),
+        ClockMode::EventTime => {
+            state
+                .inner
+                .core_state
+                .lock()
+                .expect("core state lock")
+                .clock
+        }
+    };
     let request = ActionRequest {
         loop_id: id.clone(),
         action,
         actor: actor.to_owned(),
         note: body.note.clone(),
-        time: now_millis(),
+        time,
     };
     let seq = state
         .inner
@@ -670,6 +686,87 @@ async fn get_journeys(
     })))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KpisQuery {
+    from: Option<String>,
+    to: Option<String>,
+    queue: Option<String>,
+    team: Option<String>,
+}
+
+/// Loop KPIs of the loops opened in [`from`, `to`) (exact instants, not rounded to any window), per
+/// queue and per team. `queue` keeps that queue and the team that watches it; `team` keeps that team
+/// and its queues. A team's figures are always over all of its queues.
+async fn get_kpis(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<KpisQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let from = query
+        .from
+        .as_deref()
+        .map(|value| parse_instant("from", value))
+        .transpose()?;
+    let to = query
+        .to
+        .as_deref()
+        .map(|value| parse_instant("to", value))
+        .transpose()?;
+    if let (Some(from), Some(to)) = (from, to) {
+        if from >= to {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                "from must be before to",
+            ));
+        }
+    }
+    let timings = state.inner.storage.loop_timings(from, to).await?;
+    let mut report = kpi::compute(
+        &timings,
+        &Ownership::from_routes(&state.inner.config.routes),
+    );
+    // Every configured queue and team is in the report, so a name that is not is a mistake (a queue
+    // no longer configured is known while it has loops in the period).
+    if let Some(queue) = query.queue.as_deref() {
+        if !report
+            .queues
+            .iter()
+            .any(|candidate| candidate.queue == queue)
+        {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("queue `{queue}` is not a configured queue and has no loops in the period"),
+            ));
+        }
+    }
+    if let Some(team) = query.team.as_deref() {
+        if !report.teams.iter().any(|candidate| candidate.team == team) {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("team `{team}` is not a configured team"),
+            ));
+        }
+    }
+    if let Some(queue) = query.queue.as_deref() {
+        let owner = report
+            .queues
+            .iter()
+            .find(|candidate| candidate.queue == queue)
+            .and_then(|found| found.team.clone());
+        report.queues.retain(|candidate| candidate.queue == queue);
+        report
+            .teams
+            .retain(|candidate| owner.as_deref() == Some(candidate.team.as_str()));
+    }
+    if let Some(team) = query.team.as_deref() {
+        report
+            .queues
+            .retain(|candidate| candidate.team.as_deref() == Some(team));
+        report.teams.retain(|candidate| candidate.team == team);
+    }
+    Ok(Json(views::kpi_report_view(&report, from, to)))
+}
+
 async fn post_explain(
     State(state): State<AppState>,
     request: Request,
@@ -772,9 +869,20 @@ async fn get_metrics(State(state): State<AppState>) -> Response {
             .consumer_lag
             .set((head - committed).max(0));
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.inner.metrics.render(),
-    )
-        .into_response()
+    // The loop KPI gauges are computed from storage on each scrape, over all loops.
+    let report = match state.inner.storage.loop_timings(None, None).await {
+        Ok(timings) => Some(kpi::compute(
+            &timings,
+            &Ownership::from_routes(&state.inner.config.routes),
+        )),
+        Err(error) => {
+            tracing::warn!(error = %error, "Loop KPIs could not be read; this scrape leaves their gauges out.");
+            None
+        }
+    };
+    let text = state
+        .inner
+        .metrics
+        .render_with_loop_kpis(report.as_ref().map(|report| report.queues.as_slice()));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

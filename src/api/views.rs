@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use crate::config::routes::SignalKind;
 use crate::config::signals::Window;
 use crate::domain::{format_millis, Millis};
+use crate::kpi::{DurationQuantiles, KpiReport, LoopKpis};
 use crate::loops::{EvidenceRow, HistoryRow, LoopRecord};
 use crate::pipeline::core::SignalRow;
 use crate::route::Account;
@@ -33,6 +34,9 @@ pub fn loop_view(record: &LoopRecord) -> Value {
         "ack_due": time(record.ack_due),
         "resolve_due": time(record.resolve_due),
         "breached": record.breached,
+        "ack_breached_at": time(record.ack_breached_at),
+        "resolve_breached_at": time(record.resolve_breached_at),
+        "verify_due": time(record.verify_due),
         "opened_at": time(Some(record.opened_at)),
         "updated_at": time(Some(record.updated_at)),
         "acknowledged_at": time(record.acknowledged_at),
@@ -220,5 +224,66 @@ pub fn dead_letter_view(row: &DeadLetterRow) -> Value {
         "code": row.dead_letter.code,
         "message": row.dead_letter.message,
         "payload": row.dead_letter.payload,
+    })
+}
+
+fn duration_quantiles_view(quantiles: &DurationQuantiles) -> Value {
+    json!({
+        "median_seconds": quantiles.median_seconds,
+        "p90_seconds": quantiles.p90_seconds,
+    })
+}
+
+/// The figures of one queue or team, after its name fields.
+fn loop_kpis_fields(view: &mut serde_json::Map<String, Value>, kpis: &LoopKpis) {
+    let figures = json!({
+        "loops": kpis.loops,
+        "acknowledged": kpis.acknowledged,
+        "closed": kpis.closed,
+        "closed_verified": kpis.closed_verified,
+        "breached": kpis.breached,
+        "reopened": kpis.reopened,
+        "with_sla": kpis.with_sla,
+        "time_to_acknowledge": duration_quantiles_view(&kpis.time_to_acknowledge),
+        "time_to_close": duration_quantiles_view(&kpis.time_to_close),
+        "sla_attainment": kpis.sla_attainment,
+        "closed_loop_rate": kpis.closed_loop_rate,
+        "reopen_rate": kpis.reopen_rate,
+    });
+    if let Value::Object(figures) = figures {
+        view.extend(figures);
+    }
+}
+
+/// `GET /v1/kpis`: the period, then the queues and the teams, each sorted by name. Figures that no
+/// loop qualifies for are null.
+pub fn kpi_report_view(report: &KpiReport, from: Option<Millis>, to: Option<Millis>) -> Value {
+    let queues: Vec<Value> = report
+        .queues
+        .iter()
+        .map(|queue| {
+            let mut view = serde_json::Map::new();
+            view.insert("queue".to_owned(), json!(queue.queue));
+            view.insert("team".to_owned(), json!(queue.team));
+            loop_kpis_fields(&mut view, &queue.kpis);
+            Value::Object(view)
+        })
+        .collect();
+    let teams: Vec<Value> = report
+        .teams
+        .iter()
+        .map(|team| {
+            let mut view = serde_json::Map::new();
+            view.insert("team".to_owned(), json!(team.team));
+            view.insert("queues".to_owned(), json!(team.queues));
+            loop_kpis_fields(&mut view, &team.kpis);
+            Value::Object(view)
+        })
+        .collect();
+    json!({
+        "from": time(from),
+        "to": time(to),
+        "queues": queues,
+        "teams": teams,
     })
 }

@@ -1,7 +1,6 @@
 //! `routes.toml`: teams, queues, SLA policies and the routing tree, in the manner of Alertmanager.
 
 use std::collections::{BTreeMap, HashSet};
-use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -60,22 +59,44 @@ impl Default for UnownedConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlaPolicyConfig {
-    /// Human durations such as `4h` or `3d`.
+    /// Human durations such as `4h` or `3d`; business time when `business_hours` is set.
     pub ack_within: String,
     pub resolve_within: String,
+    /// How long a resolved loop waits in `verifying` before it closes as verified; default
+    /// `signals.toml` `[loops] verify_for`.
+    #[serde(default)]
+    pub verify_for: Option<String>,
+    /// The SLA clock runs only inside these hours.
+    #[serde(default)]
+    pub business_hours: Option<BusinessHoursConfig>,
+    /// What a breach does besides marking the loop: raise its priority one level (the default), or
+    /// move it to `escalation_queue`.
+    #[serde(default)]
+    pub on_breach: OnBreach,
+    #[serde(default)]
+    pub escalation_queue: Option<String>,
 }
 
-impl SlaPolicyConfig {
-    pub fn ack_within(&self) -> Result<Duration, humantime::DurationError> {
-        humantime::parse_duration(&self.ack_within)
-    }
+/// `{ days = ["mon", ...], start = "09:00", end = "17:00", time_zone = "Europe/Berlin" }`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusinessHoursConfig {
+    pub days: Vec<String>,
+    pub start: String,
+    pub end: String,
+    /// An IANA time zone name.
+    pub time_zone: String,
+}
 
-    pub fn resolve_within(&self) -> Result<Duration, humantime::DurationError> {
-        humantime::parse_duration(&self.resolve_within)
-    }
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBreach {
+    #[default]
+    RaisePriority,
+    Escalate,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
@@ -216,15 +237,18 @@ impl RoutesConfig {
             }
         }
         for (name, policy) in &self.sla {
-            if let Err(error) = policy.ack_within() {
-                problems.push(format!(
-                    "routes: sla `{name}` ack_within is not a duration: {error}"
-                ));
+            if let Err(error) = crate::loops::sla::SlaPolicy::compile(name, policy) {
+                problems.push(error);
             }
-            if let Err(error) = policy.resolve_within() {
-                problems.push(format!(
-                    "routes: sla `{name}` resolve_within is not a duration: {error}"
-                ));
+            match (&policy.on_breach, policy.escalation_queue.as_deref()) {
+                (OnBreach::Escalate, None) => problems.push(format!(
+                    "routes: sla `{name}` escalates on breach but names no escalation_queue"
+                )),
+                (_, Some(queue)) if queue != UNOWNED && !queue_names.contains(queue) => problems
+                    .push(format!(
+                        "routes: sla `{name}` escalation_queue `{queue}` is not a defined queue"
+                    )),
+                _ => {}
             }
         }
         let mut route_names = HashSet::new();

@@ -172,12 +172,20 @@ pub struct JourneyDetectorConfig {
 pub struct LoopPolicy {
     /// A signal reopens a loop closed as verified less than this many days ago (on the clock).
     pub reopen_window_days: u32,
+    /// How many days a resolved loop waits in `verifying` when its SLA policy names no `verify_for`.
+    #[serde(default = "default_verify_days")]
+    pub verify_days: u32,
+}
+
+fn default_verify_days() -> u32 {
+    7
 }
 
 impl Default for LoopPolicy {
     fn default() -> Self {
         LoopPolicy {
             reopen_window_days: 30,
+            verify_days: default_verify_days(),
         }
     }
 }
@@ -185,6 +193,10 @@ impl Default for LoopPolicy {
 impl LoopPolicy {
     pub fn reopen_window(&self) -> Millis {
         Millis::from(self.reopen_window_days) * MILLIS_PER_DAY
+    }
+
+    pub fn verify_for(&self) -> Millis {
+        Millis::from(self.verify_days) * MILLIS_PER_DAY
     }
 }
 
@@ -412,6 +424,9 @@ impl SignalsConfig {
                     );
                 }
             }
+        }
+        if self.loops.verify_days == 0 {
+            problems.push("signals: loops.verify_days must be at least 1".to_owned());
         }
         if self.loops.reopen_window_days == 0 {
             problems.push("signals: loops.reopen_window_days must be at least 1".to_owned());

@@ -3,6 +3,8 @@
 //! `transition` is the one `match (state, action)` that lists every legal move; everything else is a
 //! typed [`TransitionError`], which the API answers with 409 and which changes nothing.
 
+pub mod sla;
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -112,6 +114,8 @@ pub enum Action {
     Comment,
     /// System: the journey loop this loop is linked to was resolved (the fix shipped).
     JourneyFixed,
+    /// System: a resolved loop starts its verification window.
+    Verify,
     /// System: the verification window passed with no contradicting signal.
     Verified,
     /// System: an SLA deadline passed.
@@ -129,6 +133,7 @@ impl Action {
             Action::Assign { .. } => "assign",
             Action::Comment => "comment",
             Action::JourneyFixed => "journey_fixed",
+            Action::Verify => "verify",
             Action::Verified => "verified",
             Action::Breach => "breach",
         }
@@ -157,6 +162,7 @@ pub fn transition(state: LoopState, action: &Action) -> Result<LoopState, Transi
             Action::Close { .. },
         ) => Closed,
         (Resolved | Verifying | Closed, Action::Reopen) => Reopened,
+        (Resolved, Action::Verify) => Verifying,
         (Verifying, Action::Verified) => Closed,
         (Open | Reopened | Acknowledged | InProgress, Action::Breach) => state,
         (
@@ -243,6 +249,50 @@ pub struct LoopRecord {
     /// Work the system handed to the owner, such as telling the customer a fix shipped.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tasks: Vec<Task>,
+    /// When the acknowledge deadline passed unmet (once per opening).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_breached_at: Option<Millis>,
+    /// When the resolve deadline passed unmet (once per opening).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolve_breached_at: Option<Millis>,
+    /// The end of the verification window while the loop is `verifying`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_due: Option<Millis>,
+}
+
+/// A pending deadline of a loop, as the core's timer index holds it: (due, kind, loop id). Derived
+/// from the loop records (their `ack_due`, `resolve_due` and `verify_due`), so it is stored with them
+/// and a restart rebuilds it: a timer is neither lost nor fired twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TimerKind {
+    Acknowledge,
+    Resolve,
+    Verification,
+}
+
+impl LoopRecord {
+    /// The deadlines still pending: each (due, kind) that would act on this loop when it passes.
+    pub fn pending_timers(&self) -> Vec<(Millis, TimerKind)> {
+        let mut timers = Vec::new();
+        if matches!(self.state, LoopState::Open | LoopState::Reopened)
+            && self.ack_breached_at.is_none()
+        {
+            if let Some(due) = self.ack_due {
+                timers.push((due, TimerKind::Acknowledge));
+            }
+        }
+        if self.state.is_active() && self.resolve_breached_at.is_none() {
+            if let Some(due) = self.resolve_due {
+                timers.push((due, TimerKind::Resolve));
+            }
+        }
+        if self.state == LoopState::Verifying {
+            if let Some(due) = self.verify_due {
+                timers.push((due, TimerKind::Verification));
+            }
+        }
+        timers
+    }
 }
 
 /// A task for a loop's owner, created by a system action.
@@ -332,10 +382,11 @@ impl LoopRecord {
                 self.closed_at = None;
                 self.close_reason = None;
                 self.resolved_at = None;
+                self.verify_due = None;
             }
             Action::Assign { owner } => self.owner = owner.clone(),
             Action::Breach => self.breached = true,
-            Action::Comment => {}
+            Action::Verify | Action::Comment => {}
         }
         self.state = next;
         self.updated_at = now;

@@ -10,19 +10,20 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::config::routes::SignalKind;
+use crate::config::routes::{OnBreach, SignalKind};
 use crate::config::signals::Severity;
 use crate::config::Config;
 use crate::decode::{self, Rejection, RejectionCode};
 use crate::detect::{DetectorState, Detectors, RepeatKey, Signal};
-use crate::domain::{AccountId, AccountUpserted, Event, EventData, Millis};
+use crate::domain::{format_millis, AccountId, AccountUpserted, Event, EventData, Millis};
 use crate::journey::{
     self, BucketDelta, Feed, Figures, FiredRow, JourneyDetectors, JourneyFigures, JourneySnapshot,
     JourneyState, Observation,
 };
+use crate::loops::sla::SlaPolicy;
 use crate::loops::{
     loop_id, priority_for, transition, Action, CloseReason, EvidenceRow, HistoryRow, LinkRow,
-    LoopRecord, LoopState, Task,
+    LoopRecord, LoopState, Task, TimerKind,
 };
 use crate::route::{Account, RouteDecision, RouteInput, Router, RouterState};
 use crate::tag::{Tagger, Tagging};
@@ -110,6 +111,9 @@ pub struct CoreState {
     pub links: HashMap<String, BTreeSet<String>>,
     /// Journey account-set rows already written recently (a cache, not committed state).
     pub journey_written: journey::RecentPairs,
+    /// Pending loop deadlines: (due, kind, loop id). Derived from the loop records, so it is rebuilt
+    /// with them; may hold deadlines a loop no longer has, which are skipped when they come up.
+    pub timers: BTreeSet<(Millis, TimerKind, String)>,
 }
 
 impl CoreState {
@@ -122,7 +126,20 @@ impl CoreState {
         if newer {
             self.current.insert(record.key.clone(), record.id.clone());
         }
-        self.loops.insert(record.id.clone(), record);
+        let id = record.id.clone();
+        self.loops.insert(id.clone(), record);
+        if newer {
+            self.arm_timers(&id);
+        }
+    }
+
+    /// Indexes the pending deadlines of loop `id`.
+    pub fn arm_timers(&mut self, id: &str) {
+        if let Some(record) = self.loops.get(id) {
+            for (due, kind) in record.pending_timers() {
+                self.timers.insert((due, kind, id.to_owned()));
+            }
+        }
     }
 
     pub fn current_loop(&self, key: &str) -> Option<&LoopRecord> {
@@ -178,6 +195,8 @@ pub struct BatchStats {
     pub loop_changes: BTreeMap<(String, &'static str), u64>,
     /// Event time to loop change, in milliseconds on the batch clock, per signal.
     pub event_to_loop_millis: Vec<Millis>,
+    /// SLA breaches by the queue the loop was on.
+    pub sla_breaches: BTreeMap<String, u64>,
 }
 
 /// The changes one batch makes, committed by storage in one transaction with `offset`.
@@ -245,6 +264,32 @@ pub struct SlaTrace {
     pub policy: String,
     pub ack_within: String,
     pub resolve_within: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub business_hours: Option<String>,
+    pub on_breach: OnBreach,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub escalation_queue: Option<String>,
+}
+
+impl SlaTrace {
+    fn of(policy: &SlaPolicy) -> SlaTrace {
+        SlaTrace {
+            policy: policy.name.clone(),
+            ack_within: policy.config.ack_within.clone(),
+            resolve_within: policy.config.resolve_within.clone(),
+            business_hours: policy.config.business_hours.as_ref().map(|hours| {
+                format!(
+                    "{} {}-{} {}",
+                    hours.days.join(","),
+                    hours.start,
+                    hours.end,
+                    hours.time_zone
+                )
+            }),
+            on_breach: policy.on_breach,
+            escalation_queue: policy.escalation_queue.clone(),
+        }
+    }
 }
 
 /// The dry-run decision for one event, as `explain` shows it.
@@ -281,7 +326,9 @@ pub struct Core {
     router: Router,
     reopen_window: Millis,
     raise_for_tiers: Vec<String>,
-    sla: BTreeMap<String, (Millis, Millis, SlaTrace)>,
+    sla: BTreeMap<String, SlaPolicy>,
+    /// How long a resolved loop waits in `verifying` when its SLA policy says nothing.
+    verify_for: Millis,
     /// `None` when journeys are off (`[journeys] enabled = false`).
     journeys: Option<JourneyDetectors>,
     config_version: String,
@@ -301,22 +348,9 @@ impl Core {
         let tagger = Tagger::compile(&config.taxonomy)?;
         let mut sla = BTreeMap::new();
         for (name, policy) in &config.routes.sla {
-            let (Ok(ack), Ok(resolve)) = (policy.ack_within(), policy.resolve_within()) else {
-                return Err(vec![format!(
-                    "routes: sla `{name}` has an invalid duration"
-                )]);
-            };
             sla.insert(
                 name.clone(),
-                (
-                    ack.as_millis() as Millis,
-                    resolve.as_millis() as Millis,
-                    SlaTrace {
-                        policy: name.clone(),
-                        ack_within: policy.ack_within.clone(),
-                        resolve_within: policy.resolve_within.clone(),
-                    },
-                ),
+                SlaPolicy::compile(name, policy).map_err(|error| vec![error])?,
             );
         }
         Ok(Core {
@@ -326,6 +360,7 @@ impl Core {
             reopen_window: config.signals.loops.reopen_window(),
             raise_for_tiers: config.signals.priority.raise_for_tiers.clone(),
             sla,
+            verify_for: config.signals.loops.verify_for(),
             journeys: config
                 .settings
                 .journeys
@@ -375,11 +410,16 @@ impl Core {
         clock: BatchClock,
     ) -> BatchEffects {
         let mut effects = BatchEffects::default();
+        if let BatchClock::Live(now) = clock {
+            state.clock = state.clock.max(now);
+            self.fire_timers(state, state.clock, &mut effects);
+        }
         for entry in entries {
             match entry.kind {
                 EntryKind::Event => match decode::decode_event(entry.payload.as_bytes()) {
                     Ok(event) => {
                         let now = advance_clock(state, clock, event.time);
+                        self.fire_timers(state, now, &mut effects);
                         effects.stats.events += 1;
                         self.process_event(state, &event, now, &mut effects);
                     }
@@ -388,6 +428,7 @@ impl Core {
                 EntryKind::Action => match serde_json::from_str::<ActionRequest>(&entry.payload) {
                     Ok(request) => {
                         let now = advance_clock(state, clock, request.time);
+                        self.fire_timers(state, now, &mut effects);
                         effects.stats.actions += 1;
                         let outcome = self.apply_action(state, &request, now, &mut effects);
                         effects.action_outcomes.push((entry.seq, outcome));
@@ -407,6 +448,12 @@ impl Core {
         effects.offset = state.offset;
         effects.clock = state.clock;
         effects
+    }
+
+    /// The earliest pending loop deadline, if any: when the processor should run an empty batch on
+    /// the live clock so that it fires without waiting for an event.
+    pub fn next_timer(&self, state: &CoreState) -> Option<Millis> {
+        state.timers.first().map(|(due, _, _)| *due)
     }
 
     fn process_event(
@@ -607,8 +654,8 @@ impl Core {
                     priority,
                     severity: signal.severity,
                     sla_policy: decision.sla_policy.clone(),
-                    ack_due: sla.map(|(ack, _, _)| now + ack),
-                    resolve_due: sla.map(|(_, resolve, _)| now + resolve),
+                    ack_due: sla.map(|policy| policy.deadline(now, policy.ack_within)),
+                    resolve_due: sla.map(|policy| policy.deadline(now, policy.resolve_within)),
                     breached: false,
                     opened_at: now,
                     updated_at: now,
@@ -629,6 +676,9 @@ impl Core {
                     },
                     journey_loop: None,
                     tasks: Vec::new(),
+                    ack_breached_at: None,
+                    resolve_breached_at: None,
+                    verify_due: None,
                 };
                 let trace = Trace {
                     event: event_reference(event),
@@ -641,7 +691,7 @@ impl Core {
                     route: &decision,
                     priority,
                     priority_reason: priority_reason.clone(),
-                    sla: sla.map(|(_, _, trace)| trace.clone()),
+                    sla: sla.map(SlaTrace::of),
                     journey: feed,
                     figures: signal.journey.as_deref(),
                     config_version: &self.config_version,
@@ -716,6 +766,7 @@ impl Core {
                     Some(from),
                     Some(reason),
                 );
+                state.arm_timers(&id);
                 (id, "reopened")
             }
         };
@@ -880,6 +931,9 @@ impl Core {
                 Some(from),
                 Some(reason),
             );
+            if next == LoopState::Resolved && from != LoopState::Resolved {
+                self.start_verification(state, effects, &account_loop, now);
+            }
             effects
                 .loops
                 .insert(account_loop.clone(), state.loops[&account_loop].clone());
@@ -890,14 +944,179 @@ impl Core {
     fn restart_sla(&self, record: &mut LoopRecord, now: Millis) {
         record.acknowledged_at = None;
         record.breached = false;
-        if let Some((ack, resolve, _)) = record
+        record.ack_breached_at = None;
+        record.resolve_breached_at = None;
+        if let Some(policy) = record
             .sla_policy
             .as_ref()
             .and_then(|name| self.sla.get(name))
         {
-            record.ack_due = Some(now + ack);
-            record.resolve_due = Some(now + resolve);
+            record.ack_due = Some(policy.deadline(now, policy.ack_within));
+            record.resolve_due = Some(policy.deadline(now, policy.resolve_within));
         }
+    }
+
+    /// A loop just resolved waits in `verifying` for its policy's window (history row, timer armed).
+    fn start_verification(
+        &self,
+        state: &mut CoreState,
+        effects: &mut BatchEffects,
+        loop_id: &str,
+        now: Millis,
+    ) {
+        let record = state.loops.get_mut(loop_id).expect("verified loops exist");
+        let Ok(next) = transition(record.state, &Action::Verify) else {
+            return;
+        };
+        let window = record
+            .sla_policy
+            .as_ref()
+            .and_then(|name| self.sla.get(name))
+            .and_then(|policy| policy.verify_for)
+            .unwrap_or(self.verify_for);
+        let from = record.state;
+        record.apply_transition(&Action::Verify, next, now);
+        let due = now + window;
+        record.verify_due = Some(due);
+        push_history(
+            state,
+            effects,
+            loop_id,
+            now,
+            SYSTEM_ACTOR,
+            Action::Verify.name(),
+            Some(from),
+            Some(format!(
+                "verifying until {}: a signal of {} before then reopens the loop",
+                format_millis(due),
+                state.loops[loop_id].key
+            )),
+        );
+        state.arm_timers(loop_id);
+    }
+
+    /// Applies every loop deadline due at or before `now`, in deadline order, each as of its deadline.
+    fn fire_timers(&self, state: &mut CoreState, now: Millis, effects: &mut BatchEffects) {
+        while let Some((due, kind, loop_id)) = state.timers.first().cloned() {
+            if due > now {
+                break;
+            }
+            state.timers.pop_first();
+            // The index may hold deadlines the loop no longer has: only a pending one acts.
+            let pending = state
+                .loops
+                .get(&loop_id)
+                .is_some_and(|record| record.pending_timers().contains(&(due, kind)));
+            if !pending {
+                continue;
+            }
+            match kind {
+                TimerKind::Acknowledge | TimerKind::Resolve => {
+                    self.breach(state, effects, &loop_id, kind, due)
+                }
+                TimerKind::Verification => {
+                    let record = state.loops.get_mut(&loop_id).expect("pending loops exist");
+                    let from = record.state;
+                    let next = transition(from, &Action::Verified)
+                        .expect("a pending verification timer means the loop is verifying");
+                    record.apply_transition(&Action::Verified, next, due);
+                    record.verify_due = None;
+                    let queue = record.queue.clone();
+                    *effects
+                        .stats
+                        .loop_changes
+                        .entry((queue, "closed"))
+                        .or_default() += 1;
+                    push_history(
+                        state,
+                        effects,
+                        &loop_id,
+                        due,
+                        SYSTEM_ACTOR,
+                        Action::Verified.name(),
+                        Some(from),
+                        Some(
+                            "no signal of its key during verification: closed as verified"
+                                .to_owned(),
+                        ),
+                    );
+                    effects
+                        .loops
+                        .insert(loop_id.clone(), state.loops[&loop_id].clone());
+                }
+            }
+        }
+    }
+
+    /// An SLA deadline passed unmet: the loop is marked, then its priority rises one level or it moves
+    /// to the policy's escalation queue, as the policy says.
+    fn breach(
+        &self,
+        state: &mut CoreState,
+        effects: &mut BatchEffects,
+        loop_id: &str,
+        kind: TimerKind,
+        due: Millis,
+    ) {
+        let record = state.loops.get_mut(loop_id).expect("pending loops exist");
+        let from = record.state;
+        let next = transition(from, &Action::Breach)
+            .expect("a pending SLA timer means the loop is active");
+        record.apply_transition(&Action::Breach, next, due.max(record.updated_at));
+        let deadline = match kind {
+            TimerKind::Acknowledge => {
+                record.ack_breached_at = Some(due);
+                "acknowledge"
+            }
+            _ => {
+                record.resolve_breached_at = Some(due);
+                "resolve"
+            }
+        };
+        let policy = record
+            .sla_policy
+            .as_ref()
+            .and_then(|name| self.sla.get(name));
+        let breached_queue = record.queue.clone();
+        let consequence = match policy {
+            Some(policy) if policy.on_breach == OnBreach::Escalate => {
+                match policy.escalation_queue.as_deref() {
+                    Some(queue) if queue != record.queue => {
+                        record.queue = queue.to_owned();
+                        format!("moved from {breached_queue} to {queue}")
+                    }
+                    _ => "already on the escalation queue".to_owned(),
+                }
+            }
+            _ => {
+                let before = record.priority;
+                record.priority = before.saturating_sub(1).max(1);
+                format!("priority P{before} -> P{}", record.priority)
+            }
+        };
+        let reason = format!(
+            "{deadline} deadline {} passed (sla {}): {consequence}",
+            format_millis(due),
+            record.sla_policy.as_deref().unwrap_or("none")
+        );
+        *effects
+            .stats
+            .sla_breaches
+            .entry(breached_queue)
+            .or_default() += 1;
+        push_history(
+            state,
+            effects,
+            loop_id,
+            due,
+            SYSTEM_ACTOR,
+            Action::Breach.name(),
+            Some(from),
+            Some(reason),
+        );
+        effects
+            .loops
+            .insert(loop_id.to_owned(), state.loops[loop_id].clone());
     }
 
     /// Applies an operator action. Illegal ones change nothing and report why.
@@ -971,12 +1190,18 @@ impl Core {
             Some(from),
             reason,
         );
+        if next == LoopState::Resolved {
+            self.start_verification(state, effects, &loop_id, now);
+        }
+        state.arm_timers(&loop_id);
         let record = &state.loops[&loop_id];
         effects.loops.insert(loop_id.clone(), record.clone());
         if fix_shipped {
             self.journey_fixed(state, effects, &loop_id, now);
         }
-        ActionOutcome::Applied { state: next }
+        ActionOutcome::Applied {
+            state: state.loops[&loop_id].state,
+        }
     }
 
     /// The dry run of one event against `state`: nothing in `state` changes.
@@ -1040,7 +1265,7 @@ impl Core {
                             .sla_policy
                             .as_ref()
                             .and_then(|name| self.sla.get(name))
-                            .map(|(_, _, trace)| trace.clone());
+                            .map(SlaTrace::of);
                         ExplainedSignal {
                             loop_key: key.clone(),
                             outcome: "open",
@@ -1071,7 +1296,7 @@ impl Core {
                                 .sla_policy
                                 .as_ref()
                                 .and_then(|name| self.sla.get(name))
-                                .map(|(_, _, trace)| trace.clone()),
+                                .map(SlaTrace::of),
                             signal,
                         }
                     }

@@ -86,7 +86,15 @@ impl Processor {
                     continue;
                 }
             };
-            if entries.is_empty() {
+            // A loop deadline that passed on the live clock fires without waiting for an event: an
+            // empty batch on the clock applies it.
+            let timer_due = self.clock_mode == ClockMode::Live && {
+                let state = self.state.lock().expect("core state lock");
+                self.core
+                    .next_timer(&state)
+                    .is_some_and(|due| due <= now_millis())
+            };
+            if entries.is_empty() && !timer_due {
                 if let Some(commit) = in_flight.take() {
                     if self.finish(commit).await {
                         failures = 0;
@@ -103,8 +111,11 @@ impl Processor {
                 }
                 continue;
             }
-            let span =
-                tracing::info_span!("batch", first_seq = entries[0].seq, size = entries.len());
+            let span = tracing::info_span!(
+                "batch",
+                first_seq = entries.first().map(|entry| entry.seq),
+                size = entries.len()
+            );
             let read_elapsed = read_started.elapsed();
             let clock = match self.clock_mode {
                 ClockMode::Live => BatchClock::Live(now_millis()),
@@ -232,6 +243,12 @@ impl Processor {
             metrics
                 .loops
                 .with_label_values(&[queue.as_str(), outcome])
+                .inc_by(*count);
+        }
+        for (queue, count) in &effects.stats.sla_breaches {
+            metrics
+                .sla_breaches
+                .with_label_values(&[queue.as_str()])
                 .inc_by(*count);
         }
         for latency in &effects.stats.event_to_loop_millis {

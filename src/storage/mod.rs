@@ -16,6 +16,7 @@ use crate::config::routes::SignalKind;
 use crate::config::signals::Window;
 use crate::domain::Millis;
 use crate::journey::{Figures, JourneySnapshot};
+use crate::kpi::LoopTiming;
 use crate::loops::{EvidenceRow, HistoryRow, LoopRecord, LoopState};
 use crate::pipeline::core::{BatchEffects, CoreState, EntryKind, LogEntry, SignalRow};
 use crate::route::Account;
@@ -256,6 +257,13 @@ pub trait Storage: Send + Sync + 'static {
     async fn journeys(&self, query: &JourneyQuery) -> Result<Vec<JourneyGroup>, StorageError>;
 
     async fn queues(&self) -> Result<Vec<QueueSummary>, StorageError>;
+    /// What the KPIs need of every loop (every generation) opened at or after `from` and before `to`
+    /// (each bound optional), in no particular order.
+    async fn loop_timings(
+        &self,
+        from: Option<Millis>,
+        to: Option<Millis>,
+    ) -> Result<Vec<LoopTiming>, StorageError>;
     async fn list_loops(&self, filter: &LoopFilter) -> Result<LoopPage, StorageError>;
     async fn loop_detail(&self, id: &str) -> Result<Option<LoopDetail>, StorageError>;
     async fn loop_record(&self, id: &str) -> Result<Option<LoopRecord>, StorageError>;

@@ -27,7 +27,8 @@ use crate::config::signals::Window;
 use crate::detect::RepeatKey;
 use crate::domain::{AccountId, Millis};
 use crate::journey::{BucketKey, Figures, FiredRow, JourneySnapshot};
-use crate::loops::{EvidenceRow, HistoryRow, LinkRow, LoopRecord, LoopState};
+use crate::kpi::LoopTiming;
+use crate::loops::{CloseReason, EvidenceRow, HistoryRow, LinkRow, LoopRecord, LoopState};
 use crate::pipeline::core::{BatchEffects, CoreState, EntryKind, LogEntry, SignalRow};
 use crate::route::Account;
 
@@ -819,6 +820,51 @@ impl Storage for SqliteStorage {
             }
         }
         Ok(summaries)
+    }
+
+    async fn loop_timings(
+        &self,
+        from: Option<Millis>,
+        to: Option<Millis>,
+    ) -> Result<Vec<LoopTiming>, StorageError> {
+        // The fields without a column of their own come out of the JSON record in SQL, so that no
+        // whole record is sent to Rust and parsed there.
+        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT queue, opened_at, breached, \
+             record ->> '$.acknowledged_at' AS acknowledged_at, \
+             record ->> '$.closed_at' AS closed_at, \
+             record ->> '$.close_reason' AS close_reason, \
+             record ->> '$.sla_policy' IS NOT NULL AS has_sla, \
+             record ->> '$.recurrence' AS recurrence \
+             FROM loops WHERE 1 = 1",
+        );
+        if let Some(from) = from {
+            builder.push(" AND opened_at >= ").push_bind(from);
+        }
+        if let Some(to) = to {
+            builder.push(" AND opened_at < ").push_bind(to);
+        }
+        let rows = builder.build().fetch_all(&self.reader).await?;
+        let mut timings = Vec::with_capacity(rows.len());
+        for row in rows {
+            let close_reason = row
+                .try_get::<Option<String>, _>("close_reason")?
+                .map(|text| CloseReason::parse(&text).ok_or_else(|| corrupt("close reason", text)))
+                .transpose()?;
+            let recurrence: Option<i64> = row.try_get("recurrence")?;
+            timings.push(LoopTiming {
+                queue: row.try_get("queue")?,
+                opened_at: row.try_get("opened_at")?,
+                acknowledged_at: row.try_get("acknowledged_at")?,
+                closed_at: row.try_get("closed_at")?,
+                close_reason,
+                breached: row.try_get("breached")?,
+                has_sla: row.try_get("has_sla")?,
+                recurrence: u32::try_from(recurrence.unwrap_or(0))
+                    .map_err(|error| corrupt("loop recurrence", error))?,
+            });
+        }
+        Ok(timings)
     }
 
     async fn list_loops(&self, filter: &LoopFilter) -> Result<LoopPage, StorageError> {

@@ -13,6 +13,7 @@ use crate::gen::{generate, GenOptions};
 /// 2026-01-05T00:00:00Z.
 const START: Millis = 1_767_571_200_000;
 const HOUR: Millis = 3_600_000;
+const MINUTE: Millis = 60_000;
 
 /// A core, its state and the next log sequence number: one processor's view of the log.
 struct Fixture {
@@ -206,7 +207,7 @@ fn enterprise_with_closed_detractor_loop(
     assert_eq!(
         outcome,
         ActionOutcome::Applied {
-            state: LoopState::Resolved
+            state: LoopState::Verifying
         }
     );
     let (outcome, _) = fixture.act(&id, Action::Close { reason }, "ana.lima", None, closed_at);
@@ -404,11 +405,11 @@ fn a_second_signal_for_the_same_key_joins_the_loop_and_a_more_severe_one_escalat
 fn a_signal_for_a_resolved_loop_reopens_it_and_counts_one_recurrence() {
     let mut fixture = Fixture::new();
     let id = enterprise_with_open_detractor_loop(&mut fixture);
-    let (outcome, _) = fixture.act(&id, Action::Resolve, "ana.lima", None, START + 2 * HOUR);
+    let (outcome, _) = fixture.act(&id, Action::Resolve, "ana.lima", None, START + 90 * MINUTE);
     assert_eq!(
         outcome,
         ActionOutcome::Applied {
-            state: LoopState::Resolved
+            state: LoopState::Verifying
         }
     );
 
@@ -429,7 +430,7 @@ fn a_signal_for_a_resolved_loop_reopens_it_and_counts_one_recurrence() {
     let reopen = &effects.history[0];
     assert_eq!(reopen.action, "reopen");
     assert_eq!(reopen.actor, SYSTEM_ACTOR);
-    assert_eq!(reopen.from_state, Some(LoopState::Resolved));
+    assert_eq!(reopen.from_state, Some(LoopState::Verifying));
     assert_eq!(reopen.to_state, LoopState::Reopened);
     assert_eq!(reopen.at, reopened_at);
     assert_eq!(effects.evidence.len(), 1);
@@ -578,11 +579,12 @@ fn legal_operator_actions_change_the_state_and_write_history_rows_with_the_actor
             name: "comment",
             reason: Some("left a voicemail"),
         },
+        // Resolved, then at once verifying (a second, system row).
         ActionStep {
             action: Action::Resolve,
             actor: "ben.okafor",
             note: None,
-            expected: LoopState::Resolved,
+            expected: LoopState::Verifying,
             name: "resolve",
             reason: None,
         },
@@ -618,7 +620,9 @@ fn legal_operator_actions_change_the_state_and_write_history_rows_with_the_actor
     ) in steps.into_iter().enumerate()
     {
         let before = fixture.state.loops[&id].state;
-        let time = START + (2 + step as Millis) * HOUR;
+        let seq = fixture.state.loops[&id].history_len;
+        // Every step before the urgent acknowledge deadline (START + 2h): no breach interferes.
+        let time = START + HOUR + (1 + step as Millis) * 5 * MINUTE;
         let (outcome, effects) = fixture.act(&id, action, actor, note, time);
         assert_eq!(
             outcome,
@@ -629,16 +633,36 @@ fn legal_operator_actions_change_the_state_and_write_history_rows_with_the_actor
         assert_eq!(record.state, expected, "{name}");
         assert_eq!(record.updated_at, time, "{name}");
         assert_eq!(effects.loops[&id], *record, "{name}");
-        assert_eq!(effects.history.len(), 1, "{name}");
+        let resolved = expected == LoopState::Verifying;
+        assert_eq!(effects.history.len(), 1 + usize::from(resolved), "{name}");
         let row = &effects.history[0];
         assert_eq!(row.loop_id, id);
-        assert_eq!(row.seq, step as u32 + 1, "{name}: the open row is seq 0");
+        assert_eq!(row.seq, seq, "{name}");
         assert_eq!(row.actor, actor);
         assert_eq!(row.action, name);
         assert_eq!(row.at, time);
         assert_eq!(row.from_state, Some(before));
-        assert_eq!(row.to_state, expected);
+        let acted = if resolved {
+            LoopState::Resolved
+        } else {
+            expected
+        };
+        assert_eq!(row.to_state, acted);
         assert_eq!(row.reason.as_deref(), reason, "{name}");
+        if resolved {
+            let verify = &effects.history[1];
+            assert_eq!(
+                (verify.action.as_str(), verify.actor.as_str(), verify.seq),
+                ("verify", SYSTEM_ACTOR, seq + 1)
+            );
+            assert_eq!(verify.from_state, Some(LoopState::Resolved));
+            assert_eq!(verify.to_state, LoopState::Verifying);
+            assert_eq!(
+                record.verify_due,
+                Some(time + 14 * 24 * HOUR),
+                "urgent: 14 days"
+            );
+        }
         assert!(effects.evidence.is_empty());
         assert_eq!(effects.stats.actions, 1);
     }
@@ -649,7 +673,7 @@ fn legal_operator_actions_change_the_state_and_write_history_rows_with_the_actor
     assert!(record.ack_due.is_some_and(|due| due > record.updated_at));
     assert_eq!(record.recurrence, 1, "the operator's reopen counts too");
     assert_eq!(record.close_reason, None);
-    assert_eq!(record.history_len, 8);
+    assert_eq!(record.history_len, 9);
 }
 
 #[test]
@@ -659,7 +683,9 @@ fn an_illegal_operator_action_is_refused_and_changes_neither_the_loop_nor_the_ef
     let before = fixture.state.loops[&id].clone();
 
     // Through the log, as the API appends it.
-    let (outcome, effects) = fixture.act(&id, Action::Reopen, "ana.lima", None, START + 2 * HOUR);
+    // Before the urgent acknowledge deadline (START + 2h), so that no breach changes the loop.
+    let (outcome, effects) =
+        fixture.act(&id, Action::Reopen, "ana.lima", None, START + 90 * MINUTE);
     assert_eq!(
         outcome,
         ActionOutcome::Illegal {
@@ -709,7 +735,7 @@ fn an_action_on_an_unknown_loop_id_is_not_found_and_changes_nothing() {
         Action::Acknowledge,
         "ana.lima",
         None,
-        START + 2 * HOUR,
+        START + 90 * MINUTE,
     );
     assert_eq!(outcome, ActionOutcome::NotFound);
     assert_eq!(fixture.state.loops, loops_before);
@@ -1109,4 +1135,47 @@ fn a_critical_signal_for_a_key_tier_is_p1_and_its_priority_reason_claims_no_rais
         "priority_reason: {reason}"
     );
     assert!(!reason.contains("P2"), "priority_reason: {reason}");
+}
+
+#[test]
+fn an_empty_batch_on_the_live_clock_fires_the_deadlines_that_passed_and_no_others() {
+    let mut fixture = Fixture::new();
+    let id = enterprise_with_open_detractor_loop(&mut fixture);
+    let ack_due = fixture.state.loops[&id]
+        .ack_due
+        .expect("urgent has an ack deadline");
+    assert_eq!(fixture.core.next_timer(&fixture.state), Some(ack_due));
+
+    let early = fixture
+        .core
+        .process_batch(&mut fixture.state, &[], BatchClock::Live(ack_due - 1));
+    assert!(early.history.is_empty() && early.loops.is_empty());
+    assert_eq!(
+        early.offset, fixture.state.offset,
+        "no entry, no new offset"
+    );
+
+    let due =
+        fixture
+            .core
+            .process_batch(&mut fixture.state, &[], BatchClock::Live(ack_due + MINUTE));
+    assert_eq!(due.history.len(), 1);
+    assert_eq!(due.history[0].action, "breach");
+    assert_eq!(
+        due.history[0].at, ack_due,
+        "as of the deadline, not of the tick"
+    );
+    assert_eq!(due.stats.sla_breaches["cs-enterprise"], 1);
+    let record = &fixture.state.loops[&id];
+    assert_eq!(record.ack_breached_at, Some(ack_due));
+    assert_eq!(record.queue, "cs-escalations");
+    assert_eq!(due.loops[&id], *record);
+    // The resolve deadline is the next one.
+    assert_eq!(fixture.core.next_timer(&fixture.state), record.resolve_due);
+
+    let again =
+        fixture
+            .core
+            .process_batch(&mut fixture.state, &[], BatchClock::Live(ack_due + HOUR));
+    assert!(again.history.is_empty(), "a deadline fires once");
 }

@@ -1,0 +1,296 @@
+//! Time over HTTP, against the real application on the event-time clock: SLA deadlines (with business
+//! hours), breaches and escalation, verification of resolved loops, and pending deadlines across
+//! restarts. The test drives time by the events it sends (the clock is the largest event time
+//! processed), never by sleeping.
+//!
+//! Times: `time(0)` is Monday 2 March 2026, 09:00 UTC. The embedded routes give enterprise detractors
+//! the `urgent` policy (acknowledge within 1h, resolve within 1 day, escalate to `cs-escalations`,
+//! verify for 14 days) and mid-market ones the `standard` policy (8h / 5 days of business time,
+//! Monday to Friday 09:00-17:00 UTC, priority raised on breach).
+
+mod common;
+
+use common::{account, event, nps, time, TestApp};
+use serde_json::{json, Value};
+
+const HOUR: i64 = 60;
+const DAY: i64 = 24 * HOUR;
+
+const EVENT_TIME: [(&str, &str); 1] = [("SIGLOOP__CLOCK__MODE", "event_time")];
+
+/// `time(minutes)` as the API prints times (milliseconds).
+fn at(minutes: i64) -> String {
+    time(minutes).replace('Z', ".000Z")
+}
+
+/// An event that only moves the clock: a usage metric of an account nobody watches.
+fn tick(id: &str, minutes: i64) -> Value {
+    event(
+        "usage.metric",
+        id,
+        minutes,
+        json!({"account_id": "acct-clock", "metric": "logins", "value": 1}),
+    )
+}
+
+async fn only_loop(app: &TestApp, account_id: &str) -> Value {
+    let loops = app.loops(&format!("account_id={account_id}")).await;
+    assert_eq!(loops.len(), 1, "{loops:?}");
+    let id = loops[0]["id"].as_str().expect("id");
+    let (status, detail) = app.get(&format!("/v1/loops/{id}")).await;
+    assert_eq!(status, 200, "{detail}");
+    detail
+}
+
+async fn reload(app: &TestApp, record: &Value) -> Value {
+    let (status, detail) = app
+        .get(&format!("/v1/loops/{}", record["id"].as_str().expect("id")))
+        .await;
+    assert_eq!(status, 200, "{detail}");
+    detail
+}
+
+fn rows(detail: &Value, action: &str) -> Vec<Value> {
+    detail["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter(|row| row["action"] == action)
+        .cloned()
+        .collect()
+}
+
+async fn act(app: &TestApp, record: &Value, body: Value) -> Value {
+    let (status, answer) = app.action(record["id"].as_str().expect("id"), body).await;
+    assert_eq!(status, 200, "{answer}");
+    answer
+}
+
+async fn breached_on(app: &TestApp, queue: &str) -> Value {
+    let (status, body) = app.get("/v1/queues").await;
+    assert_eq!(status, 200, "{body}");
+    body["queues"]
+        .as_array()
+        .expect("queues")
+        .iter()
+        .find(|summary| summary["name"] == queue)
+        .unwrap_or_else(|| panic!("no queue {queue}: {body}"))["breached"]
+        .clone()
+}
+
+#[tokio::test]
+async fn an_sla_breach_fires_exactly_at_its_deadline_and_escalates_the_loop() {
+    let app = TestApp::spawn_with(&EVENT_TIME).await;
+    app.ingest(&[
+        account("acct-e", "enterprise", Some("ana.lima")),
+        nps("d-1", "acct-e", 2, 0, None),
+    ])
+    .await;
+    let opened = only_loop(&app, "acct-e").await;
+    assert_eq!(opened["sla_policy"], "urgent");
+    assert_eq!(opened["ack_due"], at(HOUR));
+    assert_eq!(opened["resolve_due"], at(DAY));
+    assert_eq!(opened["queue"], "cs-enterprise");
+
+    // One millisecond before the deadline nothing happens.
+    let mut before = tick("t-1", 0);
+    before["time"] = json!("2026-03-02T09:59:59.999Z");
+    app.ingest(&[before]).await;
+    let waiting = reload(&app, &opened).await;
+    assert_eq!(waiting["breached"], false, "{waiting}");
+    assert_eq!(waiting["queue"], "cs-enterprise");
+
+    app.ingest(&[tick("t-2", HOUR)]).await;
+    let breached = reload(&app, &opened).await;
+    assert_eq!(breached["breached"], true, "{breached}");
+    assert_eq!(breached["ack_breached_at"], at(HOUR));
+    assert_eq!(breached["queue"], "cs-escalations");
+    assert_eq!(breached["state"], "open", "a breach changes no state");
+    let breaches = rows(&breached, "breach");
+    assert_eq!(breaches.len(), 1, "{breached}");
+    assert_eq!(breaches[0]["at"], at(HOUR));
+    assert_eq!(breaches[0]["actor"], "sigloop");
+    let reason = breaches[0]["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("acknowledge deadline")
+            && reason.contains("cs-enterprise to cs-escalations"),
+        "{reason}"
+    );
+    assert_eq!(breached_on(&app, "cs-escalations").await, 1);
+    let (_, metrics) = app.get_text("/metrics").await;
+    assert!(
+        metrics.contains("sigloop_sla_breaches_total{queue=\"cs-enterprise\"} 1"),
+        "{metrics}"
+    );
+
+    // The resolve deadline passes a day after the opening: a second breach, already escalated.
+    app.ingest(&[tick("t-3", DAY)]).await;
+    let late = reload(&app, &opened).await;
+    assert_eq!(late["resolve_breached_at"], at(DAY));
+    let breaches = rows(&late, "breach");
+    assert_eq!(breaches.len(), 2, "{late}");
+    assert!(breaches[1]["reason"]
+        .as_str()
+        .expect("reason")
+        .contains("resolve deadline"));
+}
+
+#[tokio::test]
+async fn business_hours_skip_the_weekend_and_a_breach_raises_the_priority() {
+    let app = TestApp::spawn_with(&EVENT_TIME).await;
+    // Friday 6 March, 16:00: one business hour left that day, seven more from Monday 09:00.
+    let friday_four_pm = 4 * DAY + 7 * HOUR;
+    app.ingest(&[
+        account("acct-m", "mid-market", Some("dev.patel")),
+        nps("d-1", "acct-m", 3, friday_four_pm, None),
+    ])
+    .await;
+    let opened = only_loop(&app, "acct-m").await;
+    assert_eq!(opened["sla_policy"], "standard");
+    let monday_four_pm = 7 * DAY + 7 * HOUR;
+    assert_eq!(opened["ack_due"], at(monday_four_pm));
+    assert_eq!(opened["priority"], "P2");
+    assert_eq!(
+        opened["trace"]["sla"]["business_hours"],
+        "mon,tue,wed,thu,fri 09:00-17:00 UTC"
+    );
+
+    // The whole weekend passes: no breach.
+    app.ingest(&[tick("t-1", monday_four_pm - 1)]).await;
+    assert_eq!(reload(&app, &opened).await["breached"], false);
+
+    app.ingest(&[tick("t-2", monday_four_pm)]).await;
+    let breached = reload(&app, &opened).await;
+    assert_eq!(breached["breached"], true, "{breached}");
+    assert_eq!(breached["priority"], "P1");
+    assert_eq!(
+        breached["queue"], "cs-mid-market",
+        "standard raises, it does not move"
+    );
+    assert!(rows(&breached, "breach")[0]["reason"]
+        .as_str()
+        .expect("reason")
+        .contains("priority P2 -> P1"));
+}
+
+#[tokio::test]
+async fn an_acknowledged_loop_does_not_breach_its_acknowledge_deadline() {
+    let app = TestApp::spawn_with(&EVENT_TIME).await;
+    app.ingest(&[
+        account("acct-a", "enterprise", Some("ana.lima")),
+        nps("d-1", "acct-a", 2, 0, None),
+    ])
+    .await;
+    let opened = only_loop(&app, "acct-a").await;
+    act(
+        &app,
+        &opened,
+        json!({"action": "acknowledge", "actor": "ana.lima"}),
+    )
+    .await;
+    app.ingest(&[tick("t-1", 2 * HOUR)]).await;
+    let acknowledged = reload(&app, &opened).await;
+    assert_eq!(acknowledged["breached"], false, "{acknowledged}");
+    assert!(rows(&acknowledged, "breach").is_empty());
+}
+
+#[tokio::test]
+async fn verification_closes_a_quiet_loop_as_verified_at_the_end_of_its_window() {
+    let app = TestApp::spawn_with(&EVENT_TIME).await;
+    app.ingest(&[
+        account("acct-v", "enterprise", Some("ana.lima")),
+        nps("d-1", "acct-v", 2, 0, None),
+        tick("t-0", 30),
+    ])
+    .await;
+    let opened = only_loop(&app, "acct-v").await;
+    let resolved = act(
+        &app,
+        &opened,
+        json!({"action": "resolve", "actor": "ana.lima", "note": "fixed the export"}),
+    )
+    .await;
+    // Resolved at the clock's reading (minute 30), then verifying for the urgent policy's 14 days.
+    assert_eq!(resolved["state"], "verifying", "{resolved}");
+    assert_eq!(resolved["resolved_at"], at(30));
+    let verify_due = 30 + 14 * DAY;
+    assert_eq!(resolved["verify_due"], at(verify_due));
+    let verify = rows(&resolved, "verify");
+    assert_eq!(verify.len(), 1);
+    assert_eq!(verify[0]["from_state"], "resolved");
+    assert_eq!(verify[0]["to_state"], "verifying");
+
+    app.ingest(&[tick("t-1", verify_due - 1)]).await;
+    assert_eq!(reload(&app, &opened).await["state"], "verifying");
+
+    app.ingest(&[tick("t-2", verify_due)]).await;
+    let closed = reload(&app, &opened).await;
+    assert_eq!(closed["state"], "closed", "{closed}");
+    assert_eq!(closed["close_reason"], "verified");
+    assert_eq!(closed["closed_at"], at(verify_due));
+    assert_eq!(closed["verify_due"], Value::Null);
+    let verified = rows(&closed, "verified");
+    assert_eq!(verified.len(), 1);
+    assert_eq!(verified[0]["actor"], "sigloop");
+    assert_eq!(verified[0]["at"], at(verify_due));
+}
+
+#[tokio::test]
+async fn a_signal_during_verification_reopens_the_loop_with_the_signal_and_a_recurrence() {
+    let app = TestApp::spawn_with(&EVENT_TIME).await;
+    app.ingest(&[
+        account("acct-r", "enterprise", Some("ana.lima")),
+        nps("d-1", "acct-r", 2, 0, None),
+    ])
+    .await;
+    let opened = only_loop(&app, "acct-r").await;
+    act(
+        &app,
+        &opened,
+        json!({"action": "resolve", "actor": "ana.lima"}),
+    )
+    .await;
+    app.ingest(&[nps("d-2", "acct-r", 1, 2 * DAY, None)]).await;
+    let reopened = reload(&app, &opened).await;
+    assert_eq!(reopened["state"], "reopened", "{reopened}");
+    assert_eq!(reopened["recurrence"], 1);
+    assert_eq!(reopened["verify_due"], Value::Null);
+    assert_eq!(reopened["signal_count"], 2);
+    let evidence = reopened["evidence"].as_array().expect("evidence");
+    assert_eq!(evidence.last().expect("evidence")["event_id"], "d-2");
+    assert_eq!(evidence.last().expect("evidence")["outcome"], "reopen");
+    let reopen = rows(&reopened, "reopen");
+    assert_eq!(reopen[0]["from_state"], "verifying");
+
+    // The old verification deadline passes: nothing closes the reopened loop.
+    app.ingest(&[tick("t-1", 15 * DAY)]).await;
+    let later = reload(&app, &opened).await;
+    assert_eq!(later["state"], "reopened", "{later}");
+    assert!(rows(&later, "verified").is_empty());
+}
+
+#[tokio::test]
+async fn pending_deadlines_survive_restarts_and_fire_exactly_once() {
+    let app = TestApp::spawn_with(&EVENT_TIME).await;
+    app.ingest(&[
+        account("acct-p", "enterprise", Some("ana.lima")),
+        nps("d-1", "acct-p", 2, 0, None),
+    ])
+    .await;
+    let opened = only_loop(&app, "acct-p").await;
+
+    // Restarted before the deadline: the deadline is rebuilt from the stored loop and still fires.
+    let (directory, db_path) = app.stop().await;
+    let app = TestApp::spawn_on(directory, db_path, &EVENT_TIME).await;
+    app.ingest(&[tick("t-1", HOUR + 1)]).await;
+    let breached = reload(&app, &opened).await;
+    assert_eq!(rows(&breached, "breach").len(), 1, "{breached}");
+
+    // Restarted after it fired: it does not fire again.
+    let (directory, db_path) = app.stop().await;
+    let app = TestApp::spawn_on(directory, db_path, &EVENT_TIME).await;
+    app.ingest(&[tick("t-2", 2 * HOUR)]).await;
+    let later = reload(&app, &opened).await;
+    assert_eq!(rows(&later, "breach").len(), 1, "{later}");
+    assert_eq!(later["history"].as_array().expect("history").len(), 2);
+}
