@@ -294,3 +294,234 @@ async fn pending_deadlines_survive_restarts_and_fire_exactly_once() {
     assert_eq!(rows(&later, "breach").len(), 1, "{later}");
     assert_eq!(later["history"].as_array().expect("history").len(), 2);
 }
+
+// ------------------------------------------------------------------------------------------------
+// Detectors that need time
+// ------------------------------------------------------------------------------------------------
+
+const WEEK: i64 = 7 * DAY;
+
+/// A mid-market account that started at `minutes` (its onboarding milestone is due 14 days later).
+fn started(account_id: &str, minutes: i64) -> Value {
+    let mut upsert = account(account_id, "mid-market", Some("dev.patel"));
+    upsert["data"]["started_at"] = json!(time(minutes));
+    upsert["id"] = json!(format!("account-{account_id}-{minutes}"));
+    upsert["time"] = json!(time(minutes));
+    upsert
+}
+
+fn milestone(id: &str, account_id: &str, name: &str, minutes: i64) -> Value {
+    event(
+        "usage.milestone",
+        id,
+        minutes,
+        json!({"account_id": account_id, "milestone": name}),
+    )
+}
+
+fn metric(id: &str, account_id: &str, name: &str, value: f64, minutes: i64) -> Value {
+    event(
+        "usage.metric",
+        id,
+        minutes,
+        json!({"account_id": account_id, "metric": name, "value": value}),
+    )
+}
+
+/// The loops of `account_id` raised by `detector`.
+async fn raised_by(app: &TestApp, account_id: &str, detector: &str) -> Vec<Value> {
+    let mut found = Vec::new();
+    for summary in app.loops(&format!("account_id={account_id}")).await {
+        let detail = reload(app, &summary).await;
+        if detail["trace"]["detector"] == detector {
+            found.push(detail);
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_missing_onboarding_milestone_opens_a_loop_when_its_absence_timer_fires() {
+    let app = TestApp::spawn_with(&EVENT_TIME).await;
+    app.ingest(&[started("acct-late", 0)]).await;
+    app.ingest(&[tick("t-1", 14 * DAY - 1)]).await;
+    assert!(raised_by(&app, "acct-late", "integration-missing")
+        .await
+        .is_empty());
+
+    app.ingest(&[tick("t-2", 14 * DAY)]).await;
+    let raised = raised_by(&app, "acct-late", "integration-missing").await;
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    let opened = &raised[0];
+    assert_eq!(opened["key"], "account:acct-late:onboarding.stalled");
+    assert_eq!(
+        opened["opened_at"],
+        at(14 * DAY),
+        "as of the timer, not the tick"
+    );
+    let evidence = &opened["evidence"][0];
+    assert_eq!(evidence["event_source"], "sigloop");
+    assert_eq!(evidence["event_type"], "milestone_missing");
+    assert_eq!(
+        evidence["reference"]["timer"],
+        "milestone:integration-missing:acct-late"
+    );
+    let reason = evidence["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("onboarding.first_integration not reached 14 days after"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn a_milestone_reached_in_time_cancels_its_absence_timer() {
+    let app = TestApp::spawn_with(&EVENT_TIME).await;
+    app.ingest(&[
+        started("acct-ok", 0),
+        milestone("m-1", "acct-ok", "onboarding.first_login", DAY),
+        milestone("m-2", "acct-ok", "onboarding.first_integration", 3 * DAY),
+    ])
+    .await;
+    app.ingest(&[tick("t-1", 20 * DAY)]).await;
+    assert!(raised_by(&app, "acct-ok", "integration-missing")
+        .await
+        .is_empty());
+}
+
+#[tokio::test]
+async fn usage_down_against_its_trailing_baseline_opens_a_loop_when_the_week_closes() {
+    let app = TestApp::spawn_with(&EVENT_TIME).await;
+    // Four weeks of 20 active users a week, then 12 (40% down: the threshold) and 13 for another
+    // account (35% down: not enough).
+    let mut events = Vec::new();
+    for week in 0..4 {
+        events.push(metric(
+            &format!("u-{week}"),
+            "acct-u",
+            "active_users",
+            20.0,
+            week * WEEK,
+        ));
+        events.push(metric(
+            &format!("v-{week}"),
+            "acct-v",
+            "active_users",
+            20.0,
+            week * WEEK,
+        ));
+    }
+    events.push(metric("u-4", "acct-u", "active_users", 12.0, 4 * WEEK));
+    events.push(metric("v-4", "acct-v", "active_users", 13.0, 4 * WEEK));
+    app.ingest(&events).await;
+    assert!(
+        raised_by(&app, "acct-u", "usage-drop").await.is_empty(),
+        "the week is open"
+    );
+
+    // Monday of week 5, 09:00: week 4 closed at 00:00.
+    app.ingest(&[tick("t-1", 5 * WEEK)]).await;
+    let raised = raised_by(&app, "acct-u", "usage-drop").await;
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(raised[0]["key"], "account:acct-u:adoption.usage-drop");
+    let reason = raised[0]["evidence"][0]["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("active_users in the week of 2026-03-30")
+            && reason.contains("12 is down 40.0% against the mean of the 4 weeks before (20)"),
+        "{reason}"
+    );
+    assert_eq!(
+        raised[0]["opened_at"], "2026-04-06T00:00:00.000Z",
+        "the week's close"
+    );
+    assert!(raised_by(&app, "acct-v", "usage-drop").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_silent_week_counts_as_zero_usage_against_the_baseline() {
+    let app = TestApp::spawn_with(&EVENT_TIME).await;
+    let events: Vec<Value> = (0..4)
+        .map(|week| {
+            metric(
+                &format!("u-{week}"),
+                "acct-s",
+                "active_users",
+                30.0,
+                week * WEEK,
+            )
+        })
+        .collect();
+    app.ingest(&events).await;
+    // Nothing in week 4; week 5 opens.
+    app.ingest(&[tick("t-1", 5 * WEEK)]).await;
+    let raised = raised_by(&app, "acct-s", "usage-drop").await;
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert!(raised[0]["evidence"][0]["reason"]
+        .as_str()
+        .expect("reason")
+        .contains("0 is down 100.0%"));
+}
+
+#[tokio::test]
+async fn an_error_spike_against_the_daily_baseline_opens_a_loop() {
+    let app = TestApp::spawn_with(&EVENT_TIME).await;
+    let mut events: Vec<Value> = (0..7)
+        .map(|day| metric(&format!("e-{day}"), "acct-x", "api_errors", 10.0, day * DAY))
+        .collect();
+    events.push(metric("e-7", "acct-x", "api_errors", 30.0, 7 * DAY));
+    events.push(metric("f-0", "acct-y", "api_errors", 29.0, 7 * DAY));
+    app.ingest(&events).await;
+    app.ingest(&[tick("t-1", 8 * DAY)]).await;
+    let raised = raised_by(&app, "acct-x", "error-spike").await;
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(raised[0]["key"], "account:acct-x:integrations.api-errors");
+    assert!(raised[0]["evidence"][0]["reason"]
+        .as_str()
+        .expect("reason")
+        .contains("30 is up 200.0% against the mean of the 7 days before (10)"));
+    // acct-y has no seven days of history: no baseline, no judgement.
+    assert!(raised_by(&app, "acct-y", "error-spike").await.is_empty());
+}
+
+#[tokio::test]
+async fn an_account_with_no_activity_for_three_weeks_opens_a_loop_and_an_active_one_does_not() {
+    let app = TestApp::spawn_with(&EVENT_TIME).await;
+    app.ingest(&[
+        metric("q-0", "acct-quiet", "logins", 1.0, 0),
+        metric("b-0", "acct-busy", "logins", 1.0, 0),
+        metric("b-1", "acct-busy", "logins", 1.0, 10 * DAY),
+    ])
+    .await;
+    // Monday 2 March was the last active day: 21 whole days without activity end on 24 March 00:00.
+    app.ingest(&[tick("t-1", 22 * DAY - 9 * HOUR - 1)]).await;
+    assert!(raised_by(&app, "acct-quiet", "gone-quiet").await.is_empty());
+    app.ingest(&[tick("t-2", 22 * DAY)]).await;
+    let raised = raised_by(&app, "acct-quiet", "gone-quiet").await;
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(raised[0]["opened_at"], "2026-03-24T00:00:00.000Z");
+    assert!(raised[0]["evidence"][0]["reason"]
+        .as_str()
+        .expect("reason")
+        .contains("no activity for 21 days (last event 2026-03-02T09:00:00.000Z)"));
+    assert!(raised_by(&app, "acct-busy", "gone-quiet").await.is_empty());
+}
+
+#[tokio::test]
+async fn an_absence_timer_survives_a_restart_and_fires_once() {
+    let app = TestApp::spawn_with(&EVENT_TIME).await;
+    app.ingest(&[started("acct-rs", 0)]).await;
+    let (directory, db_path) = app.stop().await;
+    let app = TestApp::spawn_on(directory, db_path, &EVENT_TIME).await;
+    app.ingest(&[tick("t-1", 15 * DAY)]).await;
+    assert_eq!(
+        raised_by(&app, "acct-rs", "integration-missing")
+            .await
+            .len(),
+        1
+    );
+    let (directory, db_path) = app.stop().await;
+    let app = TestApp::spawn_on(directory, db_path, &EVENT_TIME).await;
+    app.ingest(&[tick("t-2", 16 * DAY)]).await;
+    let raised = raised_by(&app, "acct-rs", "integration-missing").await;
+    assert_eq!(raised.len(), 1);
+    assert_eq!(raised[0]["signal_count"], 1, "the timer fired once");
+}

@@ -133,6 +133,9 @@ impl JourneyDetectorKind {
     }
 }
 
+/// The most windows a usage or error baseline may span (the metric series keep this many plus one).
+pub const MAX_BASELINE_WINDOWS: u32 = 12;
+
 /// Journey detectors per configuration: each has one bit in the journey state's fired markers.
 pub const MAX_JOURNEY_DETECTORS: usize = 64;
 
@@ -256,6 +259,17 @@ pub enum AccountDetectorKind {
     TicketReopened,
     /// At least `min_tickets` tickets opened on one tag for one account within `window_days` of event time.
     RepeatTickets,
+    /// The onboarding milestone `milestone` not reached `after_days` days after the account's
+    /// `started_at` (an absence timer, cancelled when the milestone arrives).
+    MilestoneMissing,
+    /// No activity (any event but `account.upserted`) for `days` days.
+    Inactive,
+    /// The usage metric `metric` summed over a closed `window` down at least `min_change_percent`
+    /// against the mean of the `baseline_windows` windows before it.
+    UsageDrop,
+    /// The error metric `metric` summed over a closed `window` up at least `min_change_percent`
+    /// against the mean of the `baseline_windows` windows before it.
+    ErrorSpike,
 }
 
 impl AccountDetectorKind {
@@ -268,7 +282,22 @@ impl AccountDetectorKind {
             AccountDetectorKind::ChurnIntent => "churn_intent",
             AccountDetectorKind::TicketReopened => "ticket_reopened",
             AccountDetectorKind::RepeatTickets => "repeat_tickets",
+            AccountDetectorKind::MilestoneMissing => "milestone_missing",
+            AccountDetectorKind::Inactive => "inactive",
+            AccountDetectorKind::UsageDrop => "usage_drop",
+            AccountDetectorKind::ErrorSpike => "error_spike",
         }
+    }
+
+    /// Detectors that act when time passes (timers), not on the event in hand.
+    pub fn needs_time(self) -> bool {
+        matches!(
+            self,
+            AccountDetectorKind::MilestoneMissing
+                | AccountDetectorKind::Inactive
+                | AccountDetectorKind::UsageDrop
+                | AccountDetectorKind::ErrorSpike
+        )
     }
 }
 
@@ -293,6 +322,28 @@ pub struct AccountDetectorConfig {
     pub min_tickets: Option<u32>,
     #[serde(default)]
     pub window_days: Option<u32>,
+    /// milestone_missing: the milestone (as `usage.milestone` names it) and how many days after
+    /// `started_at` it is due.
+    #[serde(default)]
+    pub milestone: Option<String>,
+    #[serde(default)]
+    pub after_days: Option<u32>,
+    /// inactive: days without activity.
+    #[serde(default)]
+    pub days: Option<u32>,
+    /// usage_drop, error_spike: the `usage.metric` metric, the window its values are summed over (day
+    /// or week), how many windows before it make the baseline, the change that fires, and the
+    /// smallest baseline mean worth judging.
+    #[serde(default)]
+    pub metric: Option<String>,
+    #[serde(default)]
+    pub window: Option<Window>,
+    #[serde(default)]
+    pub baseline_windows: Option<u32>,
+    #[serde(default)]
+    pub min_change_percent: Option<u32>,
+    #[serde(default)]
+    pub min_baseline: Option<f64>,
 }
 
 impl SignalsConfig {
@@ -347,6 +398,64 @@ impl SignalsConfig {
                     needs(
                         detector.window_days.is_some_and(|days| days >= 1),
                         "window_days (at least 1)",
+                        &mut problems,
+                    );
+                }
+                AccountDetectorKind::MilestoneMissing => {
+                    needs(
+                        detector
+                            .milestone
+                            .as_deref()
+                            .is_some_and(|milestone| !milestone.is_empty()),
+                        "milestone",
+                        &mut problems,
+                    );
+                    needs(
+                        detector.after_days.is_some_and(|days| days >= 1),
+                        "after_days (at least 1)",
+                        &mut problems,
+                    );
+                }
+                AccountDetectorKind::Inactive => needs(
+                    detector.days.is_some_and(|days| days >= 1),
+                    "days (at least 1)",
+                    &mut problems,
+                ),
+                AccountDetectorKind::UsageDrop | AccountDetectorKind::ErrorSpike => {
+                    needs(
+                        detector
+                            .metric
+                            .as_deref()
+                            .is_some_and(|metric| !metric.is_empty()),
+                        "metric",
+                        &mut problems,
+                    );
+                    needs(
+                        matches!(detector.window, Some(Window::Day | Window::Week)),
+                        "window (day or week)",
+                        &mut problems,
+                    );
+                    needs(
+                        detector
+                            .baseline_windows
+                            .is_some_and(|windows| (1..=MAX_BASELINE_WINDOWS).contains(&windows)),
+                        "baseline_windows (1 to 12)",
+                        &mut problems,
+                    );
+                    needs(
+                        detector.min_change_percent.is_some_and(|percent| {
+                            percent >= 1
+                                && (detector.kind == AccountDetectorKind::ErrorSpike
+                                    || percent <= 100)
+                        }),
+                        "min_change_percent (1 to 100 for a drop, at least 1 for a spike)",
+                        &mut problems,
+                    );
+                    needs(
+                        detector
+                            .min_baseline
+                            .is_none_or(|baseline| baseline.is_finite() && baseline >= 0.0),
+                        "a finite, non-negative min_baseline",
                         &mut problems,
                     );
                 }

@@ -4,6 +4,8 @@
 //! caller applies it. That keeps `explain` (a dry run over the same state) and the processor on one
 //! code path.
 
+pub mod time;
+
 use std::collections::HashMap;
 
 use serde::Serialize;
@@ -190,6 +192,11 @@ impl Detectors {
                         _ => None,
                     }
                 }
+                // Detectors that need time act from the core's timers (`time`), not on an event.
+                AccountDetectorKind::MilestoneMissing
+                | AccountDetectorKind::Inactive
+                | AccountDetectorKind::UsageDrop
+                | AccountDetectorKind::ErrorSpike => None,
             };
             if let Some(reason) = reason {
                 detection

@@ -268,6 +268,8 @@ pub enum TimerKind {
     Acknowledge,
     Resolve,
     Verification,
+    /// A time detector's timer (an absence, inactivity or window close): the id is the timer's key.
+    Detector,
 }
 
 impl LoopRecord {

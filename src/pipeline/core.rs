@@ -14,6 +14,7 @@ use crate::config::routes::{OnBreach, SignalKind};
 use crate::config::signals::Severity;
 use crate::config::Config;
 use crate::decode::{self, Rejection, RejectionCode};
+use crate::detect::time::{AccountTimer, MetricSeries, TimeDetectors, TimeState, TimeUpdate};
 use crate::detect::{DetectorState, Detectors, RepeatKey, Signal};
 use crate::domain::{format_millis, AccountId, AccountUpserted, Event, EventData, Millis};
 use crate::journey::{
@@ -114,6 +115,13 @@ pub struct CoreState {
     /// Pending loop deadlines: (due, kind, loop id). Derived from the loop records, so it is rebuilt
     /// with them; may hold deadlines a loop no longer has, which are skipped when they come up.
     pub timers: BTreeSet<(Millis, TimerKind, String)>,
+    /// The time detectors' pending timers, metric series and milestones reached.
+    pub time: TimeState,
+    /// Window-close timers of metric series: (due, key), fired on their source's watermark.
+    pub window_timers: BTreeSet<(Millis, String)>,
+    /// The largest event time processed per source. In memory only: after a restart it grows back
+    /// with the next events, and every window it had passed was already judged.
+    pub watermarks: HashMap<String, Millis>,
 }
 
 impl CoreState {
@@ -130,6 +138,51 @@ impl CoreState {
         self.loops.insert(id.clone(), record);
         if newer {
             self.arm_timers(&id);
+        }
+    }
+
+    /// Applies what an event or a timer changed in the time detectors' state, indexes new timers, and
+    /// records the changes for storage.
+    pub fn apply_time(&mut self, update: TimeUpdate, effects: &mut BatchEffects) {
+        if update.is_empty() {
+            return;
+        }
+        self.time.apply(&update);
+        for key in update.cancelled {
+            effects.account_timers.insert(key, None);
+        }
+        for timer in update.timers {
+            if timer.on_event_time() {
+                self.window_timers.insert((timer.due, timer.key.clone()));
+            } else {
+                self.timers
+                    .insert((timer.due, TimerKind::Detector, timer.key.clone()));
+            }
+            effects
+                .account_timers
+                .insert(timer.key.clone(), Some(timer));
+        }
+        for series in update.series {
+            effects.metric_series.insert(series.key.clone(), series);
+        }
+        let clock = self.clock;
+        effects.milestones.extend(
+            update
+                .milestones
+                .into_iter()
+                .map(|(account, milestone)| (account, milestone, clock)),
+        );
+    }
+
+    /// Indexes every stored time-detector timer, after a load.
+    pub fn arm_time_timers(&mut self) {
+        for timer in self.time.timers.values() {
+            if timer.on_event_time() {
+                self.window_timers.insert((timer.due, timer.key.clone()));
+            } else {
+                self.timers
+                    .insert((timer.due, TimerKind::Detector, timer.key.clone()));
+            }
         }
     }
 
@@ -220,6 +273,12 @@ pub struct BatchEffects {
     pub journey_index: FxHashMap<(Millis, u128), usize>,
     pub journey_fired: Vec<FiredRow>,
     pub links: Vec<LinkRow>,
+    /// Time-detector timers set (`Some`) or gone (`None`, fired or cancelled), by key.
+    pub account_timers: BTreeMap<String, Option<AccountTimer>>,
+    /// Metric series as they stand after the batch, by key.
+    pub metric_series: BTreeMap<String, MetricSeries>,
+    /// Milestones reached: (account, milestone, clock).
+    pub milestones: Vec<(AccountId, String, Millis)>,
     pub action_outcomes: Vec<(i64, ActionOutcome)>,
     pub failed: Vec<FailedEntry>,
     pub stats: BatchStats,
@@ -254,7 +313,7 @@ pub struct EventReference<'a> {
     pub source: &'a str,
     pub id: &'a str,
     #[serde(rename = "type")]
-    pub event_type: &'static str,
+    pub event_type: &'a str,
     pub time: String,
     pub reference: serde_json::Value,
 }
@@ -329,6 +388,8 @@ pub struct Core {
     sla: BTreeMap<String, SlaPolicy>,
     /// How long a resolved loop waits in `verifying` when its SLA policy says nothing.
     verify_for: Millis,
+    /// Detectors that act when time passes.
+    time: TimeDetectors,
     /// `None` when journeys are off (`[journeys] enabled = false`).
     journeys: Option<JourneyDetectors>,
     config_version: String,
@@ -361,6 +422,7 @@ impl Core {
             raise_for_tiers: config.signals.priority.raise_for_tiers.clone(),
             sla,
             verify_for: config.signals.loops.verify_for(),
+            time: TimeDetectors::new(&config.signals),
             journeys: config
                 .settings
                 .journeys
@@ -420,6 +482,9 @@ impl Core {
                     Ok(event) => {
                         let now = advance_clock(state, clock, event.time);
                         self.fire_timers(state, now, &mut effects);
+                        let watermark = state.watermarks.entry(event.source.clone()).or_default();
+                        *watermark = (*watermark).max(event.time);
+                        self.fire_window_timers(state, &mut effects);
                         effects.stats.events += 1;
                         self.process_event(state, &event, now, &mut effects);
                     }
@@ -469,6 +534,15 @@ impl Core {
                 .accounts
                 .insert(merged.account_id.clone(), merged.clone());
             state.accounts.insert(merged.account_id.clone(), merged);
+            if !self.time.is_empty() {
+                let change = self.time.on_event(
+                    event,
+                    state.accounts.get(&update.account_id),
+                    state.clock,
+                    &state.time,
+                );
+                state.apply_time(change, effects);
+            }
             return;
         }
         let tagging = self.tagger.tag(&event.data);
@@ -480,6 +554,15 @@ impl Core {
                 .or_default() += 1;
         }
         let mut detection = self.detectors.detect(event, &tagging, &state.detectors);
+        if !self.time.is_empty() {
+            let change = self.time.on_event(
+                event,
+                state.accounts.get(event.account_id()),
+                state.clock,
+                &state.time,
+            );
+            state.apply_time(change, effects);
+        }
         let (feed, mut journey_signals) = match &self.journeys {
             Some(journeys) => {
                 let account_signals = !detection.signals.is_empty();
@@ -507,7 +590,14 @@ impl Core {
                 .signals
                 .entry(signal.detector.clone())
                 .or_default() += 1;
-            self.apply_signal(state, event, &tagging, feed.as_ref(), signal, now, effects);
+            self.apply_signal(
+                state,
+                &Origin::event(event, &tagging),
+                feed.as_ref(),
+                signal,
+                now,
+                effects,
+            );
         }
     }
 
@@ -610,8 +700,7 @@ impl Core {
     fn apply_signal(
         &self,
         state: &mut CoreState,
-        event: &Event,
-        tagging: &Tagging,
+        origin: &Origin<'_>,
         feed: Option<&Feed>,
         signal: &Signal,
         now: Millis,
@@ -681,10 +770,10 @@ impl Core {
                     verify_due: None,
                 };
                 let trace = Trace {
-                    event: event_reference(event),
-                    primary_tag: &tagging.primary,
-                    tags: stored_matches(tagging),
-                    tags_matched: tagging.matches.len(),
+                    event: origin.reference(),
+                    primary_tag: &origin.tagging.primary,
+                    tags: stored_matches(origin.tagging),
+                    tags_matched: origin.tagging.matches.len(),
                     detector: &signal.detector,
                     detector_reason: &signal.reason,
                     severity: signal.severity,
@@ -813,21 +902,20 @@ impl Core {
             .loop_changes
             .entry((queue, outcome))
             .or_default() += 1;
-        effects.stats.event_to_loop_millis.push(now - event.time);
-        let reference = reference_json(event);
+        effects.stats.event_to_loop_millis.push(now - origin.time);
         effects.evidence.push(EvidenceRow {
             loop_id: loop_id.clone(),
             at: now,
-            event_time: event.time,
-            event_source: event.source.clone(),
-            event_id: event.id.clone(),
-            event_type: event.event_type().as_str().to_owned(),
+            event_time: origin.time,
+            event_source: origin.source.to_owned(),
+            event_id: origin.id.clone(),
+            event_type: origin.event_type.to_owned(),
             detector: signal.detector.clone(),
             severity: signal.severity,
             reason: signal.reason.clone(),
-            primary_tag: tagging.primary.clone(),
-            tags: serde_json::to_value(stored_matches(tagging)).expect("tags serialize"),
-            reference,
+            primary_tag: origin.tagging.primary.clone(),
+            tags: serde_json::to_value(stored_matches(origin.tagging)).expect("tags serialize"),
+            reference: origin.reference.clone(),
             outcome: match outcome {
                 "opened" => "open",
                 "joined" => "join",
@@ -845,8 +933,8 @@ impl Core {
                 severity: signal.severity,
                 tag: signal.key_tag.clone(),
                 loop_id,
-                event_source: event.source.clone(),
-                event_id: event.id.clone(),
+                event_source: origin.source.to_owned(),
+                event_id: origin.id.clone(),
                 reason: signal.reason.clone(),
                 stage: feed.map_or_else(unknown_stage, |feed| feed.stage.clone()),
             });
@@ -1002,15 +1090,23 @@ impl Core {
                 break;
             }
             state.timers.pop_first();
-            // The index may hold deadlines the loop no longer has: only a pending one acts.
-            let pending = state
-                .loops
-                .get(&loop_id)
-                .is_some_and(|record| record.pending_timers().contains(&(due, kind)));
+            // The index may hold deadlines that moved or went: only a pending one acts.
+            let pending = match kind {
+                TimerKind::Detector => state
+                    .time
+                    .timers
+                    .get(&loop_id)
+                    .is_some_and(|timer| timer.due == due),
+                _ => state
+                    .loops
+                    .get(&loop_id)
+                    .is_some_and(|record| record.pending_timers().contains(&(due, kind))),
+            };
             if !pending {
                 continue;
             }
             match kind {
+                TimerKind::Detector => self.fire_detector_timer(state, &loop_id, due, effects),
                 TimerKind::Acknowledge | TimerKind::Resolve => {
                     self.breach(state, effects, &loop_id, kind, due)
                 }
@@ -1045,6 +1141,104 @@ impl Core {
                         .insert(loop_id.clone(), state.loops[&loop_id].clone());
                 }
             }
+        }
+    }
+
+    /// Fires the window closes whose source's watermark has passed them, in due order.
+    fn fire_window_timers(&self, state: &mut CoreState, effects: &mut BatchEffects) {
+        let Some(newest) = state.watermarks.values().max().copied() else {
+            return;
+        };
+        let due: Vec<(Millis, String)> = state
+            .window_timers
+            .range(..=(newest, String::from('\u{10FFFF}')))
+            .filter(|(due, key)| {
+                state.time.timers.get(key).is_some_and(|timer| {
+                    timer.due == *due
+                        && state.time.series.get(key).is_some_and(|series| {
+                            state
+                                .watermarks
+                                .get(&series.source)
+                                .is_some_and(|watermark| *watermark >= *due)
+                        })
+                })
+            })
+            .cloned()
+            .collect();
+        let fired = !due.is_empty();
+        for (at, key) in due {
+            state.window_timers.remove(&(at, key.clone()));
+            self.fire_detector_timer(state, &key, at, effects);
+        }
+        if fired {
+            // A judged window arms the next close, which the watermark may have passed too.
+            return self.fire_window_timers(state, effects);
+        }
+        // Drop the index entries of timers that moved or went.
+        let stale: Vec<(Millis, String)> = state
+            .window_timers
+            .range(..=(newest, String::from('\u{10FFFF}')))
+            .filter(|(due, key)| {
+                state
+                    .time
+                    .timers
+                    .get(key)
+                    .is_none_or(|timer| timer.due != *due)
+            })
+            .cloned()
+            .collect();
+        for entry in stale {
+            state.window_timers.remove(&entry);
+        }
+    }
+
+    /// A time detector's timer is due: its signals open or join account loops as of `due`, with the
+    /// timer as their origin (no event raised them).
+    fn fire_detector_timer(
+        &self,
+        state: &mut CoreState,
+        key: &str,
+        due: Millis,
+        effects: &mut BatchEffects,
+    ) {
+        let timer = state.time.timers[key].clone();
+        let (found, change) = self.time.on_timer(&timer, &state.time);
+        let signals: Vec<Signal> = found
+            .into_iter()
+            .map(|found| Signal {
+                kind: SignalKind::Account,
+                detector: found.detector.name.clone(),
+                detector_kind: found.detector.kind.as_str(),
+                severity: found.detector.severity,
+                account_id: Some(found.account_id),
+                stage: None,
+                primary_tag: found.detector.tag.clone(),
+                key_tag: found.detector.tag.clone(),
+                time: due,
+                reason: found.reason,
+                journey: None,
+            })
+            .collect();
+        state.apply_time(change, effects);
+        for signal in &signals {
+            let tagging = Tagging {
+                primary: signal.key_tag.clone(),
+                matches: Vec::new(),
+            };
+            let origin = Origin {
+                source: SYSTEM_ACTOR,
+                id: format!("{key}@{}", format_millis(due)),
+                event_type: signal.detector_kind,
+                time: due,
+                reference: serde_json::json!({"timer": key, "due": format_millis(due)}),
+                tagging: &tagging,
+            };
+            *effects
+                .stats
+                .signals
+                .entry(signal.detector.clone())
+                .or_default() += 1;
+            self.apply_signal(state, &origin, None, signal, due, effects);
         }
     }
 
@@ -1455,13 +1649,37 @@ fn reference_json(event: &Event) -> serde_json::Value {
     serde_json::Value::Object(reference)
 }
 
-fn event_reference(event: &Event) -> EventReference<'_> {
-    EventReference {
-        source: &event.source,
-        id: &event.id,
-        event_type: event.event_type().as_str(),
-        time: crate::domain::format_millis(event.time),
-        reference: reference_json(event),
+/// What a signal came from, as its evidence and trace name it: an event with its tags, or the timer of
+/// a detector that needs time.
+struct Origin<'a> {
+    source: &'a str,
+    id: String,
+    event_type: &'a str,
+    time: Millis,
+    reference: serde_json::Value,
+    tagging: &'a Tagging,
+}
+
+impl<'a> Origin<'a> {
+    fn event(event: &'a Event, tagging: &'a Tagging) -> Origin<'a> {
+        Origin {
+            source: &event.source,
+            id: event.id.clone(),
+            event_type: event.event_type().as_str(),
+            time: event.time,
+            reference: reference_json(event),
+            tagging,
+        }
+    }
+
+    fn reference(&self) -> EventReference<'_> {
+        EventReference {
+            source: self.source,
+            id: &self.id,
+            event_type: self.event_type,
+            time: crate::domain::format_millis(self.time),
+            reference: self.reference.clone(),
+        }
     }
 }
 

@@ -24,6 +24,7 @@ use super::{
 use crate::config::routes::SignalKind;
 use crate::config::settings::Synchronous;
 use crate::config::signals::Window;
+use crate::detect::time::{AccountTimer, MetricSeries};
 use crate::detect::RepeatKey;
 use crate::domain::{AccountId, Millis};
 use crate::journey::{BucketKey, Figures, FiredRow, JourneySnapshot};
@@ -458,6 +459,33 @@ impl Storage for SqliteStorage {
         {
             state.insert_loop(loop_from_row(&row)?);
         }
+        for row in sqlx::query("SELECT record FROM account_timers")
+            .fetch_all(&self.writer)
+            .await?
+        {
+            let timer: AccountTimer = json_from_row(&row, "timer")?;
+            state.time.timers.insert(timer.key.clone(), timer);
+        }
+        for row in sqlx::query("SELECT record FROM metric_series")
+            .fetch_all(&self.writer)
+            .await?
+        {
+            let series: MetricSeries = json_from_row(&row, "metric series")?;
+            state.time.series.insert(series.key.clone(), series);
+        }
+        for row in sqlx::query("SELECT account_id, milestone FROM account_milestones")
+            .fetch_all(&self.writer)
+            .await?
+        {
+            let account_id: String = row.try_get("account_id")?;
+            let account_id =
+                AccountId::parse(&account_id).map_err(|error| corrupt("milestone", error))?;
+            state
+                .time
+                .milestones
+                .insert((account_id, row.try_get("milestone")?));
+        }
+        state.arm_time_timers();
         for row in sqlx::query("SELECT account_id, tag, times FROM repeat_windows")
             .fetch_all(&self.writer)
             .await?
@@ -689,6 +717,56 @@ impl Storage for SqliteStorage {
                 row.push_bind(&link.journey_loop)
                     .push_bind(&link.account_loop)
                     .push_bind(link.at);
+            });
+            builder.push(" ON CONFLICT DO NOTHING");
+            builder.build().execute(&mut *transaction).await?;
+        }
+        let (set, gone): (Vec<_>, Vec<_>) = effects
+            .account_timers
+            .iter()
+            .partition(|(_, timer)| timer.is_some());
+        for chunk in gone.chunks(ROWS_PER_STATEMENT) {
+            let mut builder: QueryBuilder<Sqlite> =
+                QueryBuilder::new("DELETE FROM account_timers WHERE key IN (");
+            let mut keys = builder.separated(", ");
+            for (key, _) in chunk {
+                keys.push_bind(key.as_str());
+            }
+            builder.push(")");
+            builder.build().execute(&mut *transaction).await?;
+        }
+        for chunk in set.chunks(ROWS_PER_STATEMENT) {
+            let mut builder: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO account_timers (key, due, record) ");
+            builder.push_values(chunk, |mut row, (key, timer)| {
+                let timer = timer.as_ref().expect("partitioned");
+                row.push_bind(key.as_str())
+                    .push_bind(timer.due)
+                    .push_bind(to_json(timer));
+            });
+            builder.push(
+                " ON CONFLICT (key) DO UPDATE SET due = excluded.due, record = excluded.record",
+            );
+            builder.build().execute(&mut *transaction).await?;
+        }
+        let series: Vec<&MetricSeries> = effects.metric_series.values().collect();
+        for chunk in series.chunks(ROWS_PER_STATEMENT) {
+            let mut builder: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO metric_series (key, record) ");
+            builder.push_values(chunk, |mut row, series| {
+                row.push_bind(series.key.as_str())
+                    .push_bind(to_json(series));
+            });
+            builder.push(" ON CONFLICT (key) DO UPDATE SET record = excluded.record");
+            builder.build().execute(&mut *transaction).await?;
+        }
+        for chunk in effects.milestones.chunks(ROWS_PER_STATEMENT) {
+            let mut builder: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO account_milestones (account_id, milestone, at) ");
+            builder.push_values(chunk, |mut row, (account_id, milestone, at)| {
+                row.push_bind(account_id.as_str())
+                    .push_bind(milestone.as_str())
+                    .push_bind(*at);
             });
             builder.push(" ON CONFLICT DO NOTHING");
             builder.build().execute(&mut *transaction).await?;

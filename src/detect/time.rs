@@ -1,0 +1,458 @@
+//! Account detectors that need time: an onboarding milestone missing some days after the account
+//! started (an absence timer, cancelled when the milestone arrives), no activity for some days, and a
+//! usage or error metric against its trailing baseline, judged when each window closes.
+//!
+//! Pure, like the rest of detection: events and due timers go in, the state changes to make and the
+//! signals come out; the core applies them and storage keeps every pending timer and metric series,
+//! so a restart neither loses nor repeats a timer.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::signals::{
+    AccountDetectorConfig, AccountDetectorKind, SignalsConfig, Window, MAX_BASELINE_WINDOWS,
+};
+use crate::domain::{format_millis, AccountId, Event, EventData, Millis, MILLIS_PER_DAY};
+use crate::route::Account;
+
+/// A pending timer of a time detector, stored until it fires or is cancelled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountTimer {
+    /// `milestone:{detector}:{account}`, `inactive:{detector}:{account}` or the metric series' key.
+    pub key: String,
+    pub due: Millis,
+    pub account_id: AccountId,
+    pub subject: TimerSubject,
+}
+
+/// What a timer is waiting for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TimerSubject {
+    /// The milestone of `detector` is due this long after `started_at`.
+    Milestone {
+        detector: String,
+        started_at: Millis,
+    },
+    /// The account's last activity, for the inactivity `detector`.
+    Inactive {
+        detector: String,
+        last_active: Millis,
+    },
+    /// The window of a metric series that closes at `due`, on the event time of the series' source
+    /// (its watermark), not on the clock: a backfill judges each window only once its events are in.
+    WindowClose { metric: String, window: Window },
+}
+
+/// One account's metric summed per window, with the windows already judged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricSeries {
+    pub key: String,
+    /// The source of its events: its windows close when that source's event-time watermark passes.
+    #[serde(default)]
+    pub source: String,
+    pub account_id: AccountId,
+    pub metric: String,
+    pub window: Window,
+    /// The first window with a value: windows before it are unknown, not zero.
+    pub first: Millis,
+    /// Window start -> sum of the values, the newest `MAX_BASELINE_WINDOWS + 2` windows.
+    pub sums: BTreeMap<Millis, f64>,
+    /// Windows up to this start have been judged.
+    pub judged_through: Option<Millis>,
+}
+
+/// What the time detectors remember: pending timers, metric series, milestones reached.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TimeState {
+    pub timers: HashMap<String, AccountTimer>,
+    pub series: HashMap<String, MetricSeries>,
+    /// (account, milestone) pairs reached, for the configured milestones only.
+    pub milestones: HashSet<(AccountId, String)>,
+}
+
+/// The state changes an event or a timer makes; the caller applies them to [`TimeState`] and to the
+/// batch's effects.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TimeUpdate {
+    pub timers: Vec<AccountTimer>,
+    pub cancelled: Vec<String>,
+    pub series: Vec<MetricSeries>,
+    pub milestones: Vec<(AccountId, String)>,
+}
+
+impl AccountTimer {
+    /// Whether the timer waits for an event-time watermark (a window close) rather than the clock.
+    pub fn on_event_time(&self) -> bool {
+        matches!(self.subject, TimerSubject::WindowClose { .. })
+    }
+}
+
+impl TimeUpdate {
+    pub fn is_empty(&self) -> bool {
+        self.timers.is_empty()
+            && self.cancelled.is_empty()
+            && self.series.is_empty()
+            && self.milestones.is_empty()
+    }
+}
+
+impl TimeState {
+    pub fn apply(&mut self, update: &TimeUpdate) {
+        for key in &update.cancelled {
+            self.timers.remove(key);
+        }
+        for timer in &update.timers {
+            self.timers.insert(timer.key.clone(), timer.clone());
+        }
+        for series in &update.series {
+            self.series.insert(series.key.clone(), series.clone());
+        }
+        for pair in &update.milestones {
+            self.milestones.insert(pair.clone());
+        }
+    }
+}
+
+/// A time detector's verdict: the detector and why.
+#[derive(Debug, Clone)]
+pub struct TimeSignal<'a> {
+    pub detector: &'a AccountDetectorConfig,
+    pub account_id: AccountId,
+    pub reason: String,
+}
+
+/// The configured time detectors.
+#[derive(Debug, Clone, Default)]
+pub struct TimeDetectors {
+    detectors: Vec<AccountDetectorConfig>,
+    /// The (metric, window) series the metric detectors need.
+    series: Vec<(String, Window)>,
+}
+
+impl TimeDetectors {
+    pub fn new(config: &SignalsConfig) -> TimeDetectors {
+        let detectors: Vec<AccountDetectorConfig> = config
+            .account_detectors
+            .iter()
+            .filter(|detector| detector.kind.needs_time())
+            .cloned()
+            .collect();
+        let mut series = Vec::new();
+        for detector in &detectors {
+            if let (Some(metric), Some(window)) = (&detector.metric, detector.window) {
+                if !series.contains(&(metric.clone(), window)) {
+                    series.push((metric.clone(), window));
+                }
+            }
+        }
+        TimeDetectors { detectors, series }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.detectors.is_empty()
+    }
+
+    fn of_kind(
+        &self,
+        kind: AccountDetectorKind,
+    ) -> impl Iterator<Item = &AccountDetectorConfig> + '_ {
+        self.detectors
+            .iter()
+            .filter(move |detector| detector.kind == kind)
+    }
+
+    /// What `event` changes: `account` is the directory entry after the event (merged, for an
+    /// `account.upserted`); `now` is the clock.
+    pub fn on_event(
+        &self,
+        event: &Event,
+        account: Option<&Account>,
+        now: Millis,
+        state: &TimeState,
+    ) -> TimeUpdate {
+        let mut update = TimeUpdate::default();
+        let account_id = event.account_id();
+        match &event.data {
+            EventData::AccountUpserted(_) => {
+                let Some(started_at) = account.and_then(|account| account.started_at) else {
+                    return update;
+                };
+                for detector in self.of_kind(AccountDetectorKind::MilestoneMissing) {
+                    let milestone = detector.milestone.clone().unwrap_or_default();
+                    if state.milestones.contains(&(account_id.clone(), milestone)) {
+                        continue;
+                    }
+                    let key = format!("milestone:{}:{account_id}", detector.name);
+                    let due = started_at
+                        + Millis::from(detector.after_days.unwrap_or(0)) * MILLIS_PER_DAY;
+                    // An account whose milestone was due before sigloop saw it arms nothing: what
+                    // happened before is unknown (a directory import would otherwise flood loops).
+                    if due <= now {
+                        continue;
+                    }
+                    if state.timers.get(&key).is_none_or(|timer| timer.due != due) {
+                        update.timers.push(AccountTimer {
+                            key,
+                            due,
+                            account_id: account_id.clone(),
+                            subject: TimerSubject::Milestone {
+                                detector: detector.name.clone(),
+                                started_at,
+                            },
+                        });
+                    }
+                }
+                // A directory update is not activity.
+                return update;
+            }
+            EventData::UsageMilestone(reached) => {
+                for detector in self.of_kind(AccountDetectorKind::MilestoneMissing) {
+                    let pair = (account_id.clone(), reached.milestone.clone());
+                    if detector.milestone.as_deref() != Some(reached.milestone.as_str())
+                        || state.milestones.contains(&pair)
+                        || update.milestones.contains(&pair)
+                    {
+                        continue;
+                    }
+                    update.milestones.push(pair);
+                    let key = format!("milestone:{}:{account_id}", detector.name);
+                    if state.timers.contains_key(&key) {
+                        update.cancelled.push(key);
+                    }
+                }
+            }
+            EventData::UsageMetric(metric) => {
+                for (name, window) in &self.series {
+                    if *name == metric.metric {
+                        self.add_to_series(event, *window, metric.value, state, &mut update);
+                    }
+                }
+            }
+            _ => {}
+        }
+        // Inactivity counts whole days: the timer moves at most once a day per account.
+        for detector in self.of_kind(AccountDetectorKind::Inactive) {
+            let key = format!("inactive:{}:{account_id}", detector.name);
+            let due = Window::Day.start(event.time)
+                + Millis::from(detector.days.unwrap_or(0) + 1) * MILLIS_PER_DAY;
+            // An event already older than the quiet period (a backfill) arms nothing.
+            if due > now && state.timers.get(&key).is_none_or(|timer| timer.due < due) {
+                update.timers.push(AccountTimer {
+                    key,
+                    due,
+                    account_id: account_id.clone(),
+                    subject: TimerSubject::Inactive {
+                        detector: detector.name.clone(),
+                        last_active: event.time,
+                    },
+                });
+            }
+        }
+        update
+    }
+
+    fn add_to_series(
+        &self,
+        event: &Event,
+        window: Window,
+        value: f64,
+        state: &TimeState,
+        update: &mut TimeUpdate,
+    ) {
+        let account_id = event.account_id();
+        let metric = match &event.data {
+            EventData::UsageMetric(metric) => metric.metric.as_str(),
+            _ => return,
+        };
+        let key = format!("series:{account_id}:{metric}:{}", window.as_str());
+        let start = window.start(event.time);
+        let mut series = state.series.get(&key).cloned().unwrap_or(MetricSeries {
+            key: key.clone(),
+            source: event.source.clone(),
+            account_id: account_id.clone(),
+            metric: metric.to_owned(),
+            window,
+            first: start,
+            sums: BTreeMap::new(),
+            judged_through: None,
+        });
+        series.first = series.first.min(start);
+        *series.sums.entry(start).or_default() += value;
+        let keep = (MAX_BASELINE_WINDOWS + 2) as usize;
+        while series.sums.len() > keep {
+            series.sums.pop_first();
+        }
+        // The close of this window is judged unless it already was; an earlier open window first.
+        let close = start + window.length();
+        let judged = series.judged_through.is_some_and(|judged| start <= judged);
+        let pending = state.timers.get(&key).map(|timer| timer.due);
+        if !judged && pending.is_none_or(|due| close < due) {
+            update.timers.push(AccountTimer {
+                key: key.clone(),
+                due: close,
+                account_id: account_id.clone(),
+                subject: TimerSubject::WindowClose {
+                    metric: metric.to_owned(),
+                    window,
+                },
+            });
+        }
+        update.series.push(series);
+    }
+
+    /// A due timer: the signals it raises and what changes (the timer itself is consumed, or moved to
+    /// the next window for a metric series).
+    pub fn on_timer<'a>(
+        &'a self,
+        timer: &AccountTimer,
+        state: &TimeState,
+    ) -> (Vec<TimeSignal<'a>>, TimeUpdate) {
+        let mut signals = Vec::new();
+        let mut update = TimeUpdate {
+            cancelled: vec![timer.key.clone()],
+            ..TimeUpdate::default()
+        };
+        let named = |name: &str| self.detectors.iter().find(|detector| detector.name == name);
+        match &timer.subject {
+            TimerSubject::Milestone {
+                detector,
+                started_at,
+            } => {
+                if let Some(detector) = named(detector) {
+                    let milestone = detector.milestone.as_deref().unwrap_or_default();
+                    if !state
+                        .milestones
+                        .contains(&(timer.account_id.clone(), milestone.to_owned()))
+                    {
+                        signals.push(TimeSignal {
+                            detector,
+                            account_id: timer.account_id.clone(),
+                            reason: format!(
+                                "milestone {milestone} not reached {} days after the account started ({})",
+                                detector.after_days.unwrap_or(0),
+                                format_millis(*started_at)
+                            ),
+                        });
+                    }
+                }
+            }
+            TimerSubject::Inactive {
+                detector,
+                last_active,
+            } => {
+                if let Some(detector) = named(detector) {
+                    signals.push(TimeSignal {
+                        detector,
+                        account_id: timer.account_id.clone(),
+                        reason: format!(
+                            "no activity for {} days (last event {})",
+                            detector.days.unwrap_or(0),
+                            format_millis(*last_active)
+                        ),
+                    });
+                }
+            }
+            TimerSubject::WindowClose { window, .. } => {
+                if let Some(series) = state.series.get(&timer.key) {
+                    self.judge(
+                        series,
+                        timer.due - window.length(),
+                        &mut signals,
+                        &mut update,
+                    );
+                }
+            }
+        }
+        (signals, update)
+    }
+
+    /// Judges the closed window `start` of `series` with every metric detector on it; moves the
+    /// series' timer to the next window while its recent windows still hold any value.
+    fn judge<'a>(
+        &'a self,
+        series: &MetricSeries,
+        start: Millis,
+        signals: &mut Vec<TimeSignal<'a>>,
+        update: &mut TimeUpdate,
+    ) {
+        let window = series.window;
+        let length = window.length();
+        let sum_at = |start: Millis| series.sums.get(&start).copied().unwrap_or(0.0);
+        let current = sum_at(start);
+        for detector in self.detectors.iter().filter(|detector| {
+            detector.metric.as_deref() == Some(series.metric.as_str())
+                && detector.window == Some(window)
+        }) {
+            let windows = Millis::from(detector.baseline_windows.unwrap_or(1));
+            let oldest = start - windows * length;
+            // The baseline needs every one of its windows inside the known history.
+            if oldest < series.first {
+                continue;
+            }
+            let total = (1..=windows)
+                .map(|back| sum_at(start - back * length))
+                .sum::<f64>();
+            let baseline = total / windows as f64;
+            let percent = f64::from(detector.min_change_percent.unwrap_or(100));
+            if baseline <= 0.0 || baseline < detector.min_baseline.unwrap_or(0.0) {
+                continue;
+            }
+            let change = (current - baseline) / baseline * 100.0;
+            // Compared without dividing (current x 100 x windows against the baseline total x
+            // (100 -/+ percent)): exact for whole-numbered metrics, so a change of exactly the
+            // threshold always fires.
+            let scaled = current * 100.0 * windows as f64;
+            let (fires, direction) = match detector.kind {
+                AccountDetectorKind::UsageDrop => (scaled <= total * (100.0 - percent), "down"),
+                AccountDetectorKind::ErrorSpike => (scaled >= total * (100.0 + percent), "up"),
+                _ => (false, ""),
+            };
+            if fires {
+                signals.push(TimeSignal {
+                    detector,
+                    account_id: series.account_id.clone(),
+                    reason: format!(
+                        "{} in the {} of {}: {} is {direction} {:.1}% against the mean of the {windows} {}s before ({}) (threshold {percent}%)",
+                        series.metric,
+                        window.as_str(),
+                        format_millis(start),
+                        round(current),
+                        change.abs(),
+                        window.as_str(),
+                        round(baseline)
+                    ),
+                });
+            }
+        }
+        let mut judged = series.clone();
+        judged.judged_through = Some(start);
+        let next = start + length;
+        let longest = self
+            .detectors
+            .iter()
+            .filter(|detector| detector.metric.as_deref() == Some(series.metric.as_str()))
+            .filter_map(|detector| detector.baseline_windows)
+            .max()
+            .unwrap_or(1);
+        let recent = (0..=Millis::from(longest)).any(|back| sum_at(start - back * length) != 0.0);
+        if recent {
+            update.timers.push(AccountTimer {
+                key: series.key.clone(),
+                due: next + length,
+                account_id: series.account_id.clone(),
+                subject: TimerSubject::WindowClose {
+                    metric: series.metric.clone(),
+                    window,
+                },
+            });
+        }
+        update.series.push(judged);
+    }
+}
+
+/// Two decimals, for reasons.
+fn round(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
