@@ -16,10 +16,11 @@ use crate::config::signals::{
 use crate::domain::{format_millis, AccountId, Event, EventData, Millis, MILLIS_PER_DAY};
 use crate::route::Account;
 
-/// A pending timer of a time detector, stored until it fires or is cancelled.
+/// A pending clock timer of a time detector (a milestone's absence, inactivity), stored until it fires
+/// or is cancelled. Window closes of metric series are kept in the series (`next_close`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccountTimer {
-    /// `milestone:{detector}:{account}`, `inactive:{detector}:{account}` or the metric series' key.
+    /// `milestone:{detector}:{account}` or `inactive:{detector}:{account}`.
     pub key: String,
     pub due: Millis,
     pub account_id: AccountId,
@@ -40,9 +41,6 @@ pub enum TimerSubject {
         detector: String,
         last_active: Millis,
     },
-    /// The window of a metric series that closes at `due`, on the event time of the series' source
-    /// (its watermark), not on the clock: a backfill judges each window only once its events are in.
-    WindowClose { metric: String, window: Window },
 }
 
 /// One account's metric summed per window, with the windows already judged.
@@ -57,10 +55,15 @@ pub struct MetricSeries {
     pub window: Window,
     /// The first window with a value: windows before it are unknown, not zero.
     pub first: Millis,
-    /// Window start -> sum of the values, the newest `MAX_BASELINE_WINDOWS + 2` windows.
+    /// Window start -> sum of the values, the newest windows (the longest baseline plus two).
     pub sums: BTreeMap<Millis, f64>,
     /// Windows up to this start have been judged.
     pub judged_through: Option<Millis>,
+    /// The pending window close: when the next window to judge ends. It passes on the event time of
+    /// the series' source (its watermark), not on the clock, so that a backfill judges each window
+    /// only once its events are in. Stored with the series, so it needs no timer row of its own.
+    #[serde(default)]
+    pub next_close: Option<Millis>,
 }
 
 /// What the time detectors remember: pending timers, metric series, milestones reached.
@@ -80,13 +83,6 @@ pub struct TimeUpdate {
     pub cancelled: Vec<String>,
     pub series: Vec<MetricSeries>,
     pub milestones: Vec<(AccountId, String)>,
-}
-
-impl AccountTimer {
-    /// Whether the timer waits for an event-time watermark (a window close) rather than the clock.
-    pub fn on_event_time(&self) -> bool {
-        matches!(self.subject, TimerSubject::WindowClose { .. })
-    }
 }
 
 impl TimeUpdate {
@@ -127,8 +123,9 @@ pub struct TimeSignal<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct TimeDetectors {
     detectors: Vec<AccountDetectorConfig>,
-    /// The (metric, window) series the metric detectors need.
-    series: Vec<(String, Window)>,
+    /// The (metric, window) series the metric detectors need, with the windows each keeps (the
+    /// longest baseline plus the judged window and the open one).
+    series: Vec<(String, Window, usize)>,
 }
 
 impl TimeDetectors {
@@ -139,11 +136,16 @@ impl TimeDetectors {
             .filter(|detector| detector.kind.needs_time())
             .cloned()
             .collect();
-        let mut series = Vec::new();
+        let mut series: Vec<(String, Window, usize)> = Vec::new();
         for detector in &detectors {
             if let (Some(metric), Some(window)) = (&detector.metric, detector.window) {
-                if !series.contains(&(metric.clone(), window)) {
-                    series.push((metric.clone(), window));
+                let keep = detector.baseline_windows.unwrap_or(MAX_BASELINE_WINDOWS) as usize + 2;
+                match series
+                    .iter_mut()
+                    .find(|(name, kind, _)| name == metric && *kind == window)
+                {
+                    Some(known) => known.2 = known.2.max(keep),
+                    None => series.push((metric.clone(), window, keep)),
                 }
             }
         }
@@ -224,9 +226,9 @@ impl TimeDetectors {
                 }
             }
             EventData::UsageMetric(metric) => {
-                for (name, window) in &self.series {
+                for (name, window, keep) in &self.series {
                     if *name == metric.metric {
-                        self.add_to_series(event, *window, metric.value, state, &mut update);
+                        self.add_to_series(event, *window, *keep, metric.value, state, &mut update);
                     }
                 }
             }
@@ -234,11 +236,14 @@ impl TimeDetectors {
         }
         // Inactivity counts whole days: the timer moves at most once a day per account.
         for detector in self.of_kind(AccountDetectorKind::Inactive) {
-            let key = format!("inactive:{}:{account_id}", detector.name);
             let due = Window::Day.start(event.time)
                 + Millis::from(detector.days.unwrap_or(0) + 1) * MILLIS_PER_DAY;
             // An event already older than the quiet period (a backfill) arms nothing.
-            if due > now && state.timers.get(&key).is_none_or(|timer| timer.due < due) {
+            if due <= now {
+                continue;
+            }
+            let key = format!("inactive:{}:{account_id}", detector.name);
+            if state.timers.get(&key).is_none_or(|timer| timer.due < due) {
                 update.timers.push(AccountTimer {
                     key,
                     due,
@@ -257,6 +262,7 @@ impl TimeDetectors {
         &self,
         event: &Event,
         window: Window,
+        keep: usize,
         value: f64,
         state: &TimeState,
         update: &mut TimeUpdate,
@@ -277,40 +283,30 @@ impl TimeDetectors {
             first: start,
             sums: BTreeMap::new(),
             judged_through: None,
+            next_close: None,
         });
         series.first = series.first.min(start);
         *series.sums.entry(start).or_default() += value;
-        let keep = (MAX_BASELINE_WINDOWS + 2) as usize;
         while series.sums.len() > keep {
             series.sums.pop_first();
         }
         // The close of this window is judged unless it already was; an earlier open window first.
         let close = start + window.length();
         let judged = series.judged_through.is_some_and(|judged| start <= judged);
-        let pending = state.timers.get(&key).map(|timer| timer.due);
-        if !judged && pending.is_none_or(|due| close < due) {
-            update.timers.push(AccountTimer {
-                key: key.clone(),
-                due: close,
-                account_id: account_id.clone(),
-                subject: TimerSubject::WindowClose {
-                    metric: metric.to_owned(),
-                    window,
-                },
-            });
+        if !judged && series.next_close.is_none_or(|due| close < due) {
+            series.next_close = Some(close);
         }
         update.series.push(series);
     }
 
-    /// A due timer: the signals it raises and what changes (the timer itself is consumed, or moved to
-    /// the next window for a metric series).
+    /// A due timer: the signals it raises and what changes (the timer is consumed).
     pub fn on_timer<'a>(
         &'a self,
         timer: &AccountTimer,
         state: &TimeState,
     ) -> (Vec<TimeSignal<'a>>, TimeUpdate) {
         let mut signals = Vec::new();
-        let mut update = TimeUpdate {
+        let update = TimeUpdate {
             cancelled: vec![timer.key.clone()],
             ..TimeUpdate::default()
         };
@@ -354,22 +350,34 @@ impl TimeDetectors {
                     });
                 }
             }
-            TimerSubject::WindowClose { window, .. } => {
-                if let Some(series) = state.series.get(&timer.key) {
-                    self.judge(
-                        series,
-                        timer.due - window.length(),
-                        &mut signals,
-                        &mut update,
-                    );
-                }
+        }
+        (signals, update)
+    }
+
+    /// The pending window close of the series `key` passed its source's watermark: the closed window
+    /// is judged, and the next close armed while the series' recent windows hold any value.
+    pub fn on_window_close<'a>(
+        &'a self,
+        key: &str,
+        state: &TimeState,
+    ) -> (Vec<TimeSignal<'a>>, TimeUpdate) {
+        let mut signals = Vec::new();
+        let mut update = TimeUpdate::default();
+        if let Some(series) = state.series.get(key) {
+            if let Some(close) = series.next_close {
+                self.judge(
+                    series,
+                    close - series.window.length(),
+                    &mut signals,
+                    &mut update,
+                );
             }
         }
         (signals, update)
     }
 
     /// Judges the closed window `start` of `series` with every metric detector on it; moves the
-    /// series' timer to the next window while its recent windows still hold any value.
+    /// series' pending close to the next window while its recent windows still hold any value.
     fn judge<'a>(
         &'a self,
         series: &MetricSeries,
@@ -428,6 +436,7 @@ impl TimeDetectors {
         }
         let mut judged = series.clone();
         judged.judged_through = Some(start);
+        judged.next_close = None;
         let next = start + length;
         let longest = self
             .detectors
@@ -438,15 +447,7 @@ impl TimeDetectors {
             .unwrap_or(1);
         let recent = (0..=Millis::from(longest)).any(|back| sum_at(start - back * length) != 0.0);
         if recent {
-            update.timers.push(AccountTimer {
-                key: series.key.clone(),
-                due: next + length,
-                account_id: series.account_id.clone(),
-                subject: TimerSubject::WindowClose {
-                    metric: series.metric.clone(),
-                    window,
-                },
-            });
+            judged.next_close = Some(next + length);
         }
         update.series.push(judged);
     }

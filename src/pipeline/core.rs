@@ -14,7 +14,9 @@ use crate::config::routes::{OnBreach, SignalKind};
 use crate::config::signals::Severity;
 use crate::config::Config;
 use crate::decode::{self, Rejection, RejectionCode};
-use crate::detect::time::{AccountTimer, MetricSeries, TimeDetectors, TimeState, TimeUpdate};
+use crate::detect::time::{
+    AccountTimer, MetricSeries, TimeDetectors, TimeSignal, TimeState, TimeUpdate,
+};
 use crate::detect::{DetectorState, Detectors, RepeatKey, Signal};
 use crate::domain::{format_millis, AccountId, AccountUpserted, Event, EventData, Millis};
 use crate::journey::{
@@ -152,17 +154,16 @@ impl CoreState {
             effects.account_timers.insert(key, None);
         }
         for timer in update.timers {
-            if timer.on_event_time() {
-                self.window_timers.insert((timer.due, timer.key.clone()));
-            } else {
-                self.timers
-                    .insert((timer.due, TimerKind::Detector, timer.key.clone()));
-            }
+            self.timers
+                .insert((timer.due, TimerKind::Detector, timer.key.clone()));
             effects
                 .account_timers
                 .insert(timer.key.clone(), Some(timer));
         }
         for series in update.series {
+            if let Some(close) = series.next_close {
+                self.window_timers.insert((close, series.key.clone()));
+            }
             effects.metric_series.insert(series.key.clone(), series);
         }
         let clock = self.clock;
@@ -177,11 +178,12 @@ impl CoreState {
     /// Indexes every stored time-detector timer, after a load.
     pub fn arm_time_timers(&mut self) {
         for timer in self.time.timers.values() {
-            if timer.on_event_time() {
-                self.window_timers.insert((timer.due, timer.key.clone()));
-            } else {
-                self.timers
-                    .insert((timer.due, TimerKind::Detector, timer.key.clone()));
+            self.timers
+                .insert((timer.due, TimerKind::Detector, timer.key.clone()));
+        }
+        for series in self.time.series.values() {
+            if let Some(close) = series.next_close {
+                self.window_timers.insert((close, series.key.clone()));
             }
         }
     }
@@ -482,8 +484,12 @@ impl Core {
                     Ok(event) => {
                         let now = advance_clock(state, clock, event.time);
                         self.fire_timers(state, now, &mut effects);
-                        let watermark = state.watermarks.entry(event.source.clone()).or_default();
-                        *watermark = (*watermark).max(event.time);
+                        match state.watermarks.get_mut(&event.source) {
+                            Some(watermark) => *watermark = (*watermark).max(event.time),
+                            None => {
+                                state.watermarks.insert(event.source.clone(), event.time);
+                            }
+                        }
                         self.fire_window_timers(state, &mut effects);
                         effects.stats.events += 1;
                         self.process_event(state, &event, now, &mut effects);
@@ -1146,49 +1152,43 @@ impl Core {
 
     /// Fires the window closes whose source's watermark has passed them, in due order.
     fn fire_window_timers(&self, state: &mut CoreState, effects: &mut BatchEffects) {
-        let Some(newest) = state.watermarks.values().max().copied() else {
-            return;
-        };
-        let due: Vec<(Millis, String)> = state
-            .window_timers
-            .range(..=(newest, String::from('\u{10FFFF}')))
-            .filter(|(due, key)| {
-                state.time.timers.get(key).is_some_and(|timer| {
-                    timer.due == *due
-                        && state.time.series.get(key).is_some_and(|series| {
-                            state
-                                .watermarks
-                                .get(&series.source)
-                                .is_some_and(|watermark| *watermark >= *due)
-                        })
-                })
-            })
-            .cloned()
-            .collect();
-        let fired = !due.is_empty();
-        for (at, key) in due {
-            state.window_timers.remove(&(at, key.clone()));
-            self.fire_detector_timer(state, &key, at, effects);
-        }
-        if fired {
+        loop {
+            let Some(newest) = state.watermarks.values().max().copied() else {
+                return;
+            };
+            let mut ready = Vec::new();
+            let mut stale = Vec::new();
+            for (due, key) in state
+                .window_timers
+                .iter()
+                .take_while(|(due, _)| *due <= newest)
+            {
+                match state.time.series.get(key) {
+                    Some(series) if series.next_close == Some(*due) => {
+                        if state
+                            .watermarks
+                            .get(&series.source)
+                            .is_some_and(|watermark| *watermark >= *due)
+                        {
+                            ready.push((*due, key.clone()));
+                        }
+                    }
+                    // The close moved or was judged: drop its old index entry.
+                    _ => stale.push((*due, key.clone())),
+                }
+            }
+            for entry in &stale {
+                state.window_timers.remove(entry);
+            }
+            if ready.is_empty() {
+                return;
+            }
             // A judged window arms the next close, which the watermark may have passed too.
-            return self.fire_window_timers(state, effects);
-        }
-        // Drop the index entries of timers that moved or went.
-        let stale: Vec<(Millis, String)> = state
-            .window_timers
-            .range(..=(newest, String::from('\u{10FFFF}')))
-            .filter(|(due, key)| {
-                state
-                    .time
-                    .timers
-                    .get(key)
-                    .is_none_or(|timer| timer.due != *due)
-            })
-            .cloned()
-            .collect();
-        for entry in stale {
-            state.window_timers.remove(&entry);
+            for (due, key) in ready {
+                state.window_timers.remove(&(due, key.clone()));
+                let (found, change) = self.time.on_window_close(&key, &state.time);
+                self.apply_time_signals(state, found, change, &key, due, effects);
+            }
         }
     }
 
@@ -1203,6 +1203,19 @@ impl Core {
     ) {
         let timer = state.time.timers[key].clone();
         let (found, change) = self.time.on_timer(&timer, &state.time);
+        self.apply_time_signals(state, found, change, key, due, effects);
+    }
+
+    /// Applies what a due timer changed and the signals it raised, as of `due`.
+    fn apply_time_signals(
+        &self,
+        state: &mut CoreState,
+        found: Vec<TimeSignal<'_>>,
+        change: TimeUpdate,
+        key: &str,
+        due: Millis,
+        effects: &mut BatchEffects,
+    ) {
         let signals: Vec<Signal> = found
             .into_iter()
             .map(|found| Signal {
