@@ -216,6 +216,7 @@ fn loop_record(key: &str, generation: u32, tag: &str) -> LoopRecord {
         ack_breached_at: None,
         resolve_breached_at: None,
         verify_due: None,
+        verify_confirmed_at: None,
     }
 }
 

@@ -525,3 +525,82 @@ async fn an_absence_timer_survives_a_restart_and_fires_once() {
     assert_eq!(raised.len(), 1);
     assert_eq!(raised[0]["signal_count"], 1, "the timer fired once");
 }
+
+fn csat(id: &str, account_id: &str, score: u8, minutes: i64) -> Value {
+    event(
+        "survey.responded",
+        id,
+        minutes,
+        json!({"response_id": format!("r-{id}"), "account_id": account_id, "kind": "csat", "score": score}),
+    )
+}
+
+#[tokio::test]
+async fn a_policy_that_wants_the_customers_word_verifies_only_after_a_good_enough_survey() {
+    let app = TestApp::spawn_with(&EVENT_TIME).await;
+    // SMB accounts get the low-touch policy: verified after a quiet week and a CSAT of 4 or 5.
+    app.ingest(&[
+        account("acct-smb", "smb", None),
+        nps("d-1", "acct-smb", 2, 0, None),
+    ])
+    .await;
+    let opened = only_loop(&app, "acct-smb").await;
+    assert_eq!(opened["sla_policy"], "low-touch");
+    assert_eq!(
+        act(
+            &app,
+            &opened,
+            json!({"action": "resolve", "actor": "hugo.silva"})
+        )
+        .await["state"],
+        "verifying"
+    );
+
+    // The quiet week passes with no survey: still verifying, waiting for one.
+    app.ingest(&[tick("t-1", 7 * DAY)]).await;
+    let waiting = reload(&app, &opened).await;
+    assert_eq!(waiting["state"], "verifying", "{waiting}");
+    assert_eq!(waiting["verify_due"], Value::Null);
+    let rows = rows(&waiting, "verify");
+    assert!(rows.last().expect("a verify row")["reason"]
+        .as_str()
+        .expect("reason")
+        .contains("no csat survey of at least 4 yet"));
+
+    // A CSAT of 3 is not enough; a 4 closes it as verified, as of the answer.
+    app.ingest(&[csat("c-1", "acct-smb", 3, 8 * DAY)]).await;
+    assert_eq!(reload(&app, &opened).await["state"], "verifying");
+    app.ingest(&[csat("c-2", "acct-smb", 4, 9 * DAY)]).await;
+    let closed = reload(&app, &opened).await;
+    assert_eq!(closed["state"], "closed", "{closed}");
+    assert_eq!(closed["close_reason"], "verified");
+    assert_eq!(closed["closed_at"], at(9 * DAY));
+    assert_eq!(closed["verify_confirmed_at"], at(9 * DAY));
+}
+
+#[tokio::test]
+async fn a_good_survey_during_the_window_verifies_the_loop_when_the_window_ends() {
+    let app = TestApp::spawn_with(&EVENT_TIME).await;
+    app.ingest(&[
+        account("acct-smb2", "smb", None),
+        nps("d-1", "acct-smb2", 2, 0, None),
+    ])
+    .await;
+    let opened = only_loop(&app, "acct-smb2").await;
+    act(
+        &app,
+        &opened,
+        json!({"action": "resolve", "actor": "hugo.silva"}),
+    )
+    .await;
+    app.ingest(&[csat("c-1", "acct-smb2", 5, 2 * DAY)]).await;
+    let confirmed = reload(&app, &opened).await;
+    assert_eq!(confirmed["state"], "verifying");
+    assert_eq!(confirmed["verify_confirmed_at"], at(2 * DAY));
+
+    app.ingest(&[tick("t-1", 7 * DAY)]).await;
+    let closed = reload(&app, &opened).await;
+    assert_eq!(closed["state"], "closed", "{closed}");
+    assert_eq!(closed["close_reason"], "verified");
+    assert_eq!(closed["closed_at"], at(7 * DAY));
+}

@@ -37,6 +37,7 @@ pub fn loop_view(record: &LoopRecord) -> Value {
         "ack_breached_at": time(record.ack_breached_at),
         "resolve_breached_at": time(record.resolve_breached_at),
         "verify_due": time(record.verify_due),
+        "verify_confirmed_at": time(record.verify_confirmed_at),
         "opened_at": time(Some(record.opened_at)),
         "updated_at": time(Some(record.updated_at)),
         "acknowledged_at": time(record.acknowledged_at),

@@ -78,6 +78,12 @@ pub struct SlaPolicyConfig {
     pub on_breach: OnBreach,
     #[serde(default)]
     pub escalation_queue: Option<String>,
+    /// Where set, a verifying loop closes as verified only once the account answered a survey of this
+    /// kind (nps or csat) with at least `verify_min_score` after the loop was resolved.
+    #[serde(default)]
+    pub verify_survey: Option<crate::domain::SurveyKind>,
+    #[serde(default)]
+    pub verify_min_score: Option<u8>,
 }
 
 /// `{ days = ["mon", ...], start = "09:00", end = "17:00", time_zone = "Europe/Berlin" }`.

@@ -258,6 +258,9 @@ pub struct LoopRecord {
     /// The end of the verification window while the loop is `verifying`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify_due: Option<Millis>,
+    /// While verifying under a policy that wants a survey: when a good enough survey arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_confirmed_at: Option<Millis>,
 }
 
 /// A pending deadline of a loop, as the core's timer index holds it: (due, kind, loop id). Derived
@@ -385,6 +388,7 @@ impl LoopRecord {
                 self.close_reason = None;
                 self.resolved_at = None;
                 self.verify_due = None;
+                self.verify_confirmed_at = None;
             }
             Action::Assign { owner } => self.owner = owner.clone(),
             Action::Breach => self.breached = true,

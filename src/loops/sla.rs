@@ -10,7 +10,7 @@ use chrono::{Datelike, NaiveDate, NaiveTime, TimeZone, Weekday};
 use chrono_tz::Tz;
 
 use crate::config::routes::{OnBreach, SlaPolicyConfig};
-use crate::domain::Millis;
+use crate::domain::{Millis, SurveyKind};
 
 /// Days scanned for business time before a deadline is declared unreachable (it cannot be: validation
 /// requires at least one business day and a non-empty daily span; this bounds the loop regardless).
@@ -27,6 +27,8 @@ pub struct SlaPolicy {
     pub business_hours: Option<BusinessHours>,
     pub on_breach: OnBreach,
     pub escalation_queue: Option<String>,
+    /// A survey (kind, minimum score) the account must answer before the loop is verified.
+    pub verify_survey: Option<(SurveyKind, u8)>,
     /// The configured text, for traces.
     pub config: SlaPolicyConfig,
 }
@@ -49,6 +51,27 @@ impl SlaPolicy {
                 .map(|duration| duration.as_millis() as Millis)
                 .map_err(|error| format!("routes: sla `{name}` {field} is not a duration: {error}"))
         };
+        let verify_survey = match (config.verify_survey, config.verify_min_score) {
+            (None, None) => None,
+            (Some(SurveyKind::Ces), _) => return Err(format!(
+                "routes: sla `{name}` verify_survey must be nps or csat (a high CES is bad news)"
+            )),
+            (Some(kind), Some(score)) => {
+                let (low, high) = kind.score_range();
+                if !(low..=high).contains(&score) {
+                    return Err(format!(
+                        "routes: sla `{name}` verify_min_score {score} is outside {low}..={high} for {}",
+                        kind.as_str()
+                    ));
+                }
+                Some((kind, score))
+            }
+            _ => {
+                return Err(format!(
+                    "routes: sla `{name}` needs verify_survey and verify_min_score together"
+                ))
+            }
+        };
         let business_hours = match &config.business_hours {
             None => None,
             Some(hours) => Some(BusinessHours::compile(name, hours)?),
@@ -65,6 +88,7 @@ impl SlaPolicy {
             business_hours,
             on_breach: config.on_breach,
             escalation_queue: config.escalation_queue.clone(),
+            verify_survey,
             config: config.clone(),
         })
     }
@@ -189,6 +213,8 @@ mod tests {
                 business_hours: hours,
                 on_breach: OnBreach::RaisePriority,
                 escalation_queue: None,
+                verify_survey: None,
+                verify_min_score: None,
             },
         )
         .unwrap()

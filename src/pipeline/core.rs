@@ -18,7 +18,9 @@ use crate::detect::time::{
     AccountTimer, MetricSeries, TimeDetectors, TimeSignal, TimeState, TimeUpdate,
 };
 use crate::detect::{DetectorState, Detectors, RepeatKey, Signal};
-use crate::domain::{format_millis, AccountId, AccountUpserted, Event, EventData, Millis};
+use crate::domain::{
+    format_millis, AccountId, AccountUpserted, Event, EventData, Millis, SurveyKind,
+};
 use crate::journey::{
     self, BucketDelta, Feed, Figures, FiredRow, JourneyDetectors, JourneyFigures, JourneySnapshot,
     JourneyState, Observation,
@@ -121,6 +123,9 @@ pub struct CoreState {
     pub time: TimeState,
     /// Window-close timers of metric series: (due, key), fired on their source's watermark.
     pub window_timers: BTreeSet<(Millis, String)>,
+    /// Verifying loops that wait for a survey of their account, by account (may hold loops that
+    /// left `verifying`; they are skipped and dropped when met). Rebuilt from the loops at load.
+    pub awaiting_survey: HashMap<AccountId, BTreeSet<String>>,
     /// The largest event time processed per source. In memory only: after a restart it grows back
     /// with the next events, and every window it had passed was already judged.
     pub watermarks: HashMap<String, Millis>,
@@ -559,6 +564,9 @@ impl Core {
                 .entry(tag_match.tag.clone())
                 .or_default() += 1;
         }
+        if !state.awaiting_survey.is_empty() {
+            self.confirm_by_survey(state, event, now, effects);
+        }
         let mut detection = self.detectors.detect(event, &tagging, &state.detectors);
         if !self.time.is_empty() {
             let change = self.time.on_event(
@@ -774,6 +782,7 @@ impl Core {
                     ack_breached_at: None,
                     resolve_breached_at: None,
                     verify_due: None,
+                    verify_confirmed_at: None,
                 };
                 let trace = Trace {
                     event: origin.reference(),
@@ -1072,6 +1081,17 @@ impl Core {
         record.apply_transition(&Action::Verify, next, now);
         let due = now + window;
         record.verify_due = Some(due);
+        record.verify_confirmed_at = None;
+        let survey = self.verify_survey(record);
+        if let (Some(_), Some(account)) = (survey, &record.account_id) {
+            if let Ok(account) = AccountId::parse(account) {
+                state
+                    .awaiting_survey
+                    .entry(account)
+                    .or_default()
+                    .insert(loop_id.to_owned());
+            }
+        }
         push_history(
             state,
             effects,
@@ -1087,6 +1107,125 @@ impl Core {
             )),
         );
         state.arm_timers(loop_id);
+    }
+
+    /// Rebuilds the index of verifying loops that wait for a survey, from the loaded loops.
+    pub fn restore_awaiting_survey(&self, state: &mut CoreState) {
+        let mut awaiting: HashMap<AccountId, BTreeSet<String>> = HashMap::new();
+        for record in state.loops.values() {
+            if record.state != LoopState::Verifying
+                || record.verify_confirmed_at.is_some()
+                || self.verify_survey(record).is_none()
+            {
+                continue;
+            }
+            if let Some(account) = record
+                .account_id
+                .as_deref()
+                .and_then(|id| AccountId::parse(id).ok())
+            {
+                awaiting
+                    .entry(account)
+                    .or_default()
+                    .insert(record.id.clone());
+            }
+        }
+        state.awaiting_survey = awaiting;
+    }
+
+    /// The survey (kind, minimum score) the loop's policy wants before it is verified, if any.
+    fn verify_survey(&self, record: &LoopRecord) -> Option<(SurveyKind, u8)> {
+        record
+            .sla_policy
+            .as_ref()
+            .and_then(|name| self.sla.get(name))
+            .and_then(|policy| policy.verify_survey)
+    }
+
+    /// A survey answer confirms the fix of its account's verifying loops that wait for one: each is
+    /// marked confirmed, and closed as verified at once if its quiet window is already over.
+    fn confirm_by_survey(
+        &self,
+        state: &mut CoreState,
+        event: &Event,
+        now: Millis,
+        effects: &mut BatchEffects,
+    ) {
+        let EventData::SurveyResponded(survey) = &event.data else {
+            return;
+        };
+        let Some(waiting) = state.awaiting_survey.get(&survey.account_id).cloned() else {
+            return;
+        };
+        for loop_id in waiting {
+            let Some(record) = state.loops.get_mut(&loop_id) else {
+                continue;
+            };
+            let wanted = self.verify_survey(record);
+            if record.state != LoopState::Verifying || record.verify_confirmed_at.is_some() {
+                state
+                    .awaiting_survey
+                    .get_mut(&survey.account_id)
+                    .map(|set| set.remove(&loop_id));
+                continue;
+            }
+            let Some((kind, min_score)) = wanted else {
+                continue;
+            };
+            if survey.kind != kind || survey.score < min_score {
+                continue;
+            }
+            record.verify_confirmed_at = Some(now);
+            record.updated_at = record.updated_at.max(now);
+            let window_over = record.verify_due.is_none();
+            let note = format!(
+                "{} survey {} of {} (at least {min_score}) confirms the fix",
+                kind.as_str(),
+                survey.response_id,
+                survey.score
+            );
+            if window_over {
+                let from = record.state;
+                let next = transition(from, &Action::Verified).expect("the loop is verifying");
+                record.apply_transition(&Action::Verified, next, now);
+                let queue = record.queue.clone();
+                *effects
+                    .stats
+                    .loop_changes
+                    .entry((queue, "closed"))
+                    .or_default() += 1;
+                push_history(
+                    state,
+                    effects,
+                    &loop_id,
+                    now,
+                    SYSTEM_ACTOR,
+                    Action::Verified.name(),
+                    Some(from),
+                    Some(format!("{note}: closed as verified")),
+                );
+            } else {
+                push_history(
+                    state,
+                    effects,
+                    &loop_id,
+                    now,
+                    SYSTEM_ACTOR,
+                    "comment",
+                    Some(LoopState::Verifying),
+                    Some(format!(
+                        "{note}; verified at the end of the window unless a signal recurs"
+                    )),
+                );
+            }
+            state
+                .awaiting_survey
+                .get_mut(&survey.account_id)
+                .map(|set| set.remove(&loop_id));
+            effects
+                .loops
+                .insert(loop_id.clone(), state.loops[&loop_id].clone());
+        }
     }
 
     /// Applies every loop deadline due at or before `now`, in deadline order, each as of its deadline.
@@ -1118,6 +1257,29 @@ impl Core {
                 }
                 TimerKind::Verification => {
                     let record = state.loops.get_mut(&loop_id).expect("pending loops exist");
+                    if let (Some((kind, min_score)), None) =
+                        (self.verify_survey(record), record.verify_confirmed_at)
+                    {
+                        // The window passed quietly, but the policy wants the customer's word too.
+                        record.verify_due = None;
+                        push_history(
+                            state,
+                            effects,
+                            &loop_id,
+                            due,
+                            SYSTEM_ACTOR,
+                            "verify",
+                            Some(LoopState::Verifying),
+                            Some(format!(
+                                "verification window over with no {} survey of at least {min_score} yet: verified when one arrives",
+                                kind.as_str()
+                            )),
+                        );
+                        effects
+                            .loops
+                            .insert(loop_id.clone(), state.loops[&loop_id].clone());
+                        continue;
+                    }
                     let from = record.state;
                     let next = transition(from, &Action::Verified)
                         .expect("a pending verification timer means the loop is verifying");

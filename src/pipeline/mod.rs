@@ -287,5 +287,6 @@ pub async fn load_state(
     let mut state = storage.load_state().await?;
     let snapshot = storage.journey_snapshot(core.journey_lookback()).await?;
     core.restore_journeys(&mut state, &snapshot);
+    core.restore_awaiting_survey(&mut state);
     Ok(state)
 }
