@@ -53,9 +53,11 @@ impl SlaPolicy {
         };
         let verify_survey = match (config.verify_survey, config.verify_min_score) {
             (None, None) => None,
-            (Some(SurveyKind::Ces), _) => return Err(format!(
+            (Some(SurveyKind::Ces), _) => {
+                return Err(format!(
                 "routes: sla `{name}` verify_survey must be nps or csat (a high CES is bad news)"
-            )),
+            ))
+            }
             (Some(kind), Some(score)) => {
                 let (low, high) = kind.score_range();
                 if !(low..=high).contains(&score) {
