@@ -565,7 +565,7 @@ async fn a_policy_that_wants_the_customers_word_verifies_only_after_a_good_enoug
     assert!(rows.last().expect("a verify row")["reason"]
         .as_str()
         .expect("reason")
-        .contains("no csat survey of at least 4 yet"));
+        .contains("without a csat survey of at least 4 yet"));
 
     // A CSAT of 3 is not enough; a 4 closes it as verified, as of the answer.
     app.ingest(&[csat("c-1", "acct-smb", 3, 8 * DAY)]).await;
@@ -603,4 +603,69 @@ async fn a_good_survey_during_the_window_verifies_the_loop_when_the_window_ends(
     assert_eq!(closed["state"], "closed", "{closed}");
     assert_eq!(closed["close_reason"], "verified");
     assert_eq!(closed["closed_at"], at(7 * DAY));
+}
+
+#[tokio::test]
+async fn a_usage_drop_loop_is_verified_only_once_usage_is_back_at_its_baseline() {
+    let app = TestApp::spawn_with(&EVENT_TIME).await;
+    let mut events: Vec<Value> = (0..4)
+        .map(|week| {
+            metric(
+                &format!("u-{week}"),
+                "acct-u",
+                "active_users",
+                20.0,
+                week * WEEK,
+            )
+        })
+        .collect();
+    events.push(metric("u-4", "acct-u", "active_users", 12.0, 4 * WEEK));
+    app.ingest(&events).await;
+    app.ingest(&[tick("t-1", 5 * WEEK)]).await;
+    let raised = raised_by(&app, "acct-u", "usage-drop").await;
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    let resolved = act(
+        &app,
+        &raised[0],
+        json!({"action": "resolve", "actor": "dev.patel", "note": "re-trained the team"}),
+    )
+    .await;
+    assert_eq!(resolved["state"], "verifying");
+
+    // Week 5 stays low (12 against a baseline of 18): the quiet window ends unconfirmed.
+    app.ingest(&[metric(
+        "u-5",
+        "acct-u",
+        "active_users",
+        12.0,
+        5 * WEEK + HOUR,
+    )])
+    .await;
+    app.ingest(&[tick("t-2", 6 * WEEK + HOUR)]).await;
+    let waiting = reload(&app, &raised[0]).await;
+    assert_eq!(waiting["state"], "verifying", "{waiting}");
+    assert!(
+        rows(&waiting, "verify").last().expect("a verify row")["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("back at its baseline yet")
+    );
+
+    // Week 6 is back at 20 (baseline 16): verified when the week closes.
+    app.ingest(&[metric(
+        "u-6",
+        "acct-u",
+        "active_users",
+        20.0,
+        6 * WEEK + 2 * HOUR,
+    )])
+    .await;
+    app.ingest(&[tick("t-3", 7 * WEEK)]).await;
+    let closed = reload(&app, &raised[0]).await;
+    assert_eq!(closed["state"], "closed", "{closed}");
+    assert_eq!(closed["close_reason"], "verified");
+    assert_eq!(
+        closed["closed_at"], "2026-04-20T00:00:00.000Z",
+        "the recovered week's end"
+    );
 }

@@ -344,6 +344,10 @@ pub struct AccountDetectorConfig {
     pub min_change_percent: Option<u32>,
     #[serde(default)]
     pub min_baseline: Option<f64>,
+    /// usage_drop: a loop it raised is verified only once a window of the metric is back at its
+    /// baseline (at least the mean of the windows before it) after the loop was resolved.
+    #[serde(default)]
+    pub verify_recovered: bool,
 }
 
 impl SignalsConfig {

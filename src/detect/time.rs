@@ -85,6 +85,8 @@ pub struct TimeUpdate {
     pub cancelled: Vec<String>,
     pub series: Vec<MetricSeries>,
     pub milestones: Vec<(AccountId, String)>,
+    /// Metric series (by key) whose judged window was back at its baseline, with that window's end.
+    pub recovered: Vec<(String, Millis)>,
 }
 
 impl TimeUpdate {
@@ -274,7 +276,7 @@ impl TimeDetectors {
             EventData::UsageMetric(metric) => metric.metric.as_str(),
             _ => return,
         };
-        let key = format!("series:{account_id}:{metric}:{}", window.as_str());
+        let key = series_key(account_id, metric, window);
         let start = window.start(event.time);
         let mut series = state.series.get(&key).cloned().unwrap_or(MetricSeries {
             key: key.clone(),
@@ -421,6 +423,12 @@ impl TimeDetectors {
             if baseline <= 0.0 || baseline < detector.min_baseline.unwrap_or(0.0) {
                 continue;
             }
+            if detector.kind == AccountDetectorKind::UsageDrop
+                && current * windows as f64 >= total
+                && !update.recovered.iter().any(|(key, _)| *key == series.key)
+            {
+                update.recovered.push((series.key.clone(), start + length));
+            }
             let change = (current - baseline) / baseline * 100.0;
             // Compared without dividing (current x 100 x windows against the baseline total x
             // (100 -/+ percent)): exact for whole-numbered metrics, so a change of exactly the
@@ -464,6 +472,32 @@ impl TimeDetectors {
             judged.next_close = Some(next + length);
         }
         update.series.push(judged);
+    }
+}
+
+/// The key of an account's metric series over a window kind.
+pub fn series_key(account_id: &AccountId, metric: &str, window: Window) -> String {
+    format!("series:{account_id}:{metric}:{}", window.as_str())
+}
+
+impl TimeDetectors {
+    /// The metric series whose recovery verifies a loop with this key tag, if a usage-drop detector
+    /// with `verify_recovered` raises loops on that tag.
+    pub fn recovery_series(&self, account_id: &AccountId, tag: &str) -> Option<String> {
+        self.detectors
+            .iter()
+            .find(|detector| {
+                detector.kind == AccountDetectorKind::UsageDrop
+                    && detector.verify_recovered
+                    && detector.tag == tag
+            })
+            .and_then(|detector| {
+                Some(series_key(
+                    account_id,
+                    detector.metric.as_deref()?,
+                    detector.window?,
+                ))
+            })
     }
 }
 

@@ -126,6 +126,8 @@ pub struct CoreState {
     /// Verifying loops that wait for a survey of their account, by account (may hold loops that
     /// left `verifying`; they are skipped and dropped when met). Rebuilt from the loops at load.
     pub awaiting_survey: HashMap<AccountId, BTreeSet<String>>,
+    /// Verifying loops that wait for their usage to recover, by metric series key (as above).
+    pub awaiting_recovery: HashMap<String, BTreeSet<String>>,
     /// The largest event time processed per source. In memory only: after a restart it grows back
     /// with the next events, and every window it had passed was already judged.
     pub watermarks: HashMap<String, Millis>,
@@ -1082,8 +1084,17 @@ impl Core {
         let due = now + window;
         record.verify_due = Some(due);
         record.verify_confirmed_at = None;
+        let recovery = self.recovery_series(record);
+        if let Some(series) = recovery.clone() {
+            state
+                .awaiting_recovery
+                .entry(series)
+                .or_default()
+                .insert(loop_id.to_owned());
+        }
+        let record = state.loops.get_mut(loop_id).expect("verified loops exist");
         let survey = self.verify_survey(record);
-        if let (Some(_), Some(account)) = (survey, &record.account_id) {
+        if let (Some(_), None, Some(account)) = (survey, &recovery, &record.account_id) {
             if let Ok(account) = AccountId::parse(account) {
                 state
                     .awaiting_survey
@@ -1131,6 +1142,99 @@ impl Core {
             }
         }
         state.awaiting_survey = awaiting;
+        let mut recovering: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for record in state.loops.values() {
+            if record.state != LoopState::Verifying || record.verify_confirmed_at.is_some() {
+                continue;
+            }
+            if let Some(series) = self.recovery_series(record) {
+                recovering
+                    .entry(series)
+                    .or_default()
+                    .insert(record.id.clone());
+            }
+        }
+        state.awaiting_recovery = recovering;
+    }
+
+    /// The metric series whose recovery verifies this loop, if its tag is a usage drop that wants it.
+    fn recovery_series(&self, record: &LoopRecord) -> Option<String> {
+        let account = AccountId::parse(record.account_id.as_deref()?).ok()?;
+        self.time.recovery_series(&account, &record.tag)
+    }
+
+    /// Usage of a series came back to its baseline in a window ending at `end`: the verifying loops
+    /// that wait for it are confirmed, and closed as verified at once if their quiet window is over.
+    fn confirm_by_recovery(
+        &self,
+        state: &mut CoreState,
+        series: &str,
+        end: Millis,
+        effects: &mut BatchEffects,
+    ) {
+        let Some(waiting) = state.awaiting_recovery.remove(series) else {
+            return;
+        };
+        let mut still = BTreeSet::new();
+        for loop_id in waiting {
+            let Some(record) = state.loops.get_mut(&loop_id) else {
+                continue;
+            };
+            if record.state != LoopState::Verifying || record.verify_confirmed_at.is_some() {
+                continue;
+            }
+            // Only a window that closed after the resolution says the fix worked.
+            if record.resolved_at.is_none_or(|resolved| end <= resolved) {
+                still.insert(loop_id);
+                continue;
+            }
+            record.verify_confirmed_at = Some(end);
+            record.updated_at = record.updated_at.max(end);
+            let note = format!(
+                "usage of {series} back at its baseline in the window ending {}",
+                format_millis(end)
+            );
+            if record.verify_due.is_none() {
+                let from = record.state;
+                let next = transition(from, &Action::Verified).expect("the loop is verifying");
+                record.apply_transition(&Action::Verified, next, end);
+                let queue = record.queue.clone();
+                *effects
+                    .stats
+                    .loop_changes
+                    .entry((queue, "closed"))
+                    .or_default() += 1;
+                push_history(
+                    state,
+                    effects,
+                    &loop_id,
+                    end,
+                    SYSTEM_ACTOR,
+                    Action::Verified.name(),
+                    Some(from),
+                    Some(format!("{note}: closed as verified")),
+                );
+            } else {
+                push_history(
+                    state,
+                    effects,
+                    &loop_id,
+                    end,
+                    SYSTEM_ACTOR,
+                    "comment",
+                    Some(LoopState::Verifying),
+                    Some(format!(
+                        "{note}; verified at the end of the window unless a signal recurs"
+                    )),
+                );
+            }
+            effects
+                .loops
+                .insert(loop_id.clone(), state.loops[&loop_id].clone());
+        }
+        if !still.is_empty() {
+            state.awaiting_recovery.insert(series.to_owned(), still);
+        }
     }
 
     /// The survey (kind, minimum score) the loop's policy wants before it is verified, if any.
@@ -1257,10 +1361,19 @@ impl Core {
                 }
                 TimerKind::Verification => {
                     let record = state.loops.get_mut(&loop_id).expect("pending loops exist");
-                    if let (Some((kind, min_score)), None) =
-                        (self.verify_survey(record), record.verify_confirmed_at)
-                    {
-                        // The window passed quietly, but the policy wants the customer's word too.
+                    let wanted = match (self.recovery_series(record), self.verify_survey(record)) {
+                        (Some(series), _) => {
+                            Some(format!("a window of {series} back at its baseline"))
+                        }
+                        (None, Some((kind, min_score))) => Some(format!(
+                            "a {} survey of at least {min_score}",
+                            kind.as_str()
+                        )),
+                        (None, None) => None,
+                    };
+                    let record = state.loops.get_mut(&loop_id).expect("pending loops exist");
+                    if let (Some(wanted), None) = (wanted, record.verify_confirmed_at) {
+                        // The window passed quietly, but the fix is not confirmed yet.
                         record.verify_due = None;
                         push_history(
                             state,
@@ -1271,8 +1384,7 @@ impl Core {
                             "verify",
                             Some(LoopState::Verifying),
                             Some(format!(
-                                "verification window over with no {} survey of at least {min_score} yet: verified when one arrives",
-                                kind.as_str()
+                                "verification window over without {wanted} yet: verified when it comes"
                             )),
                         );
                         effects
@@ -1349,7 +1461,11 @@ impl Core {
             for (due, key) in ready {
                 state.window_timers.remove(&(due, key.clone()));
                 let (found, change) = self.time.on_window_close(&key, &state.time);
+                let recovered = change.recovered.clone();
                 self.apply_time_signals(state, found, change, &key, due, effects);
+                for (series, end) in recovered {
+                    self.confirm_by_recovery(state, &series, end, effects);
+                }
             }
         }
     }
