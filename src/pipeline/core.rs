@@ -1188,49 +1188,11 @@ impl Core {
                 still.insert(loop_id);
                 continue;
             }
-            record.verify_confirmed_at = Some(end);
-            record.updated_at = record.updated_at.max(end);
             let note = format!(
                 "usage of {series} back at its baseline in the window ending {}",
                 format_millis(end)
             );
-            if record.verify_due.is_none() {
-                let from = record.state;
-                let next = transition(from, &Action::Verified).expect("the loop is verifying");
-                record.apply_transition(&Action::Verified, next, end);
-                let queue = record.queue.clone();
-                *effects
-                    .stats
-                    .loop_changes
-                    .entry((queue, "closed"))
-                    .or_default() += 1;
-                push_history(
-                    state,
-                    effects,
-                    &loop_id,
-                    end,
-                    SYSTEM_ACTOR,
-                    Action::Verified.name(),
-                    Some(from),
-                    Some(format!("{note}: closed as verified")),
-                );
-            } else {
-                push_history(
-                    state,
-                    effects,
-                    &loop_id,
-                    end,
-                    SYSTEM_ACTOR,
-                    "comment",
-                    Some(LoopState::Verifying),
-                    Some(format!(
-                        "{note}; verified at the end of the window unless a signal recurs"
-                    )),
-                );
-            }
-            effects
-                .loops
-                .insert(loop_id.clone(), state.loops[&loop_id].clone());
+            confirm_verification(state, effects, &loop_id, end, &note);
         }
         if !still.is_empty() {
             state.awaiting_recovery.insert(series.to_owned(), still);
@@ -1279,56 +1241,17 @@ impl Core {
             if survey.kind != kind || survey.score < min_score {
                 continue;
             }
-            record.verify_confirmed_at = Some(now);
-            record.updated_at = record.updated_at.max(now);
-            let window_over = record.verify_due.is_none();
             let note = format!(
                 "{} survey {} of {} (at least {min_score}) confirms the fix",
                 kind.as_str(),
                 survey.response_id,
                 survey.score
             );
-            if window_over {
-                let from = record.state;
-                let next = transition(from, &Action::Verified).expect("the loop is verifying");
-                record.apply_transition(&Action::Verified, next, now);
-                let queue = record.queue.clone();
-                *effects
-                    .stats
-                    .loop_changes
-                    .entry((queue, "closed"))
-                    .or_default() += 1;
-                push_history(
-                    state,
-                    effects,
-                    &loop_id,
-                    now,
-                    SYSTEM_ACTOR,
-                    Action::Verified.name(),
-                    Some(from),
-                    Some(format!("{note}: closed as verified")),
-                );
-            } else {
-                push_history(
-                    state,
-                    effects,
-                    &loop_id,
-                    now,
-                    SYSTEM_ACTOR,
-                    "comment",
-                    Some(LoopState::Verifying),
-                    Some(format!(
-                        "{note}; verified at the end of the window unless a signal recurs"
-                    )),
-                );
-            }
+            confirm_verification(state, effects, &loop_id, now, &note);
             state
                 .awaiting_survey
                 .get_mut(&survey.account_id)
                 .map(|set| set.remove(&loop_id));
-            effects
-                .loops
-                .insert(loop_id.clone(), state.loops[&loop_id].clone());
         }
     }
 
@@ -1392,33 +1315,13 @@ impl Core {
                             .insert(loop_id.clone(), state.loops[&loop_id].clone());
                         continue;
                     }
-                    let from = record.state;
-                    let next = transition(from, &Action::Verified)
-                        .expect("a pending verification timer means the loop is verifying");
-                    record.apply_transition(&Action::Verified, next, due);
-                    record.verify_due = None;
-                    let queue = record.queue.clone();
-                    *effects
-                        .stats
-                        .loop_changes
-                        .entry((queue, "closed"))
-                        .or_default() += 1;
-                    push_history(
+                    close_verified(
                         state,
                         effects,
                         &loop_id,
                         due,
-                        SYSTEM_ACTOR,
-                        Action::Verified.name(),
-                        Some(from),
-                        Some(
-                            "no signal of its key during verification: closed as verified"
-                                .to_owned(),
-                        ),
+                        "no signal of its key during verification: closed as verified".to_owned(),
                     );
-                    effects
-                        .loops
-                        .insert(loop_id.clone(), state.loops[&loop_id].clone());
                 }
             }
         }
@@ -1875,6 +1778,79 @@ fn link(
             "linked to journey loop {journey_id} ({journey_key})"
         )),
     );
+}
+
+/// A verifying loop's fix is confirmed (by a survey, or usage back at its baseline) at `at`: closed as
+/// verified at once if its quiet window is over, else noted and verified when the window ends.
+fn confirm_verification(
+    state: &mut CoreState,
+    effects: &mut BatchEffects,
+    loop_id: &str,
+    at: Millis,
+    note: &str,
+) {
+    let record = state.loops.get_mut(loop_id).expect("confirmed loops exist");
+    record.verify_confirmed_at = Some(at);
+    record.updated_at = record.updated_at.max(at);
+    if record.verify_due.is_none() {
+        close_verified(
+            state,
+            effects,
+            loop_id,
+            at,
+            format!("{note}: closed as verified"),
+        );
+    } else {
+        push_history(
+            state,
+            effects,
+            loop_id,
+            at,
+            SYSTEM_ACTOR,
+            "comment",
+            Some(LoopState::Verifying),
+            Some(format!(
+                "{note}; verified at the end of the window unless a signal recurs"
+            )),
+        );
+        effects
+            .loops
+            .insert(loop_id.to_owned(), state.loops[loop_id].clone());
+    }
+}
+
+/// Closes a verifying loop as verified at `at`, with its history row and count.
+fn close_verified(
+    state: &mut CoreState,
+    effects: &mut BatchEffects,
+    loop_id: &str,
+    at: Millis,
+    reason: String,
+) {
+    let record = state.loops.get_mut(loop_id).expect("verified loops exist");
+    let from = record.state;
+    let next = transition(from, &Action::Verified).expect("only a verifying loop is verified");
+    record.apply_transition(&Action::Verified, next, at);
+    record.verify_due = None;
+    let queue = record.queue.clone();
+    *effects
+        .stats
+        .loop_changes
+        .entry((queue, "closed"))
+        .or_default() += 1;
+    push_history(
+        state,
+        effects,
+        loop_id,
+        at,
+        SYSTEM_ACTOR,
+        Action::Verified.name(),
+        Some(from),
+        Some(reason),
+    );
+    effects
+        .loops
+        .insert(loop_id.to_owned(), state.loops[loop_id].clone());
 }
 
 /// Appends a history row and counts it on the loop. The caller copies the loop into the batch's effects
