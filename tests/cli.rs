@@ -9,10 +9,10 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{account, nps, ServerProcess};
+use common::{account, assert_exit_code, nps, run, sigloop, stderr_of, stdout_of, ServerProcess};
 use serde_json::Value;
 
 /// The eight event types of events v1.
@@ -26,42 +26,6 @@ const EVENT_TYPES: [&str; 8] = [
     "usage.metric",
     "usage.milestone",
 ];
-
-/// `sigloop ARGS` with quiet logs and none of the test runner's sigloop variables leaking in.
-fn sigloop(args: &[&str]) -> Command {
-    let mut command = Command::new(common::binary());
-    command
-        .args(args)
-        .env("SIGLOOP__LOG__LEVEL", "warn")
-        .env_remove("SIGLOOP_FAILPOINT")
-        .env_remove("SIGLOOP_CONFIG_DIR")
-        .stdin(Stdio::null());
-    command
-}
-
-fn run(command: &mut Command) -> Output {
-    command.output().expect("the sigloop binary runs")
-}
-
-fn stdout_of(output: &Output) -> String {
-    String::from_utf8(output.stdout.clone()).expect("standard output is UTF-8")
-}
-
-fn stderr_of(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Fails with everything the child said, so a failing test explains itself.
-fn assert_exit_code(output: &Output, expected: i32) {
-    assert_eq!(
-        output.status.code(),
-        Some(expected),
-        "exit status {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        stderr_of(output)
-    );
-}
 
 /// The standard output of a successful `sigloop gen`.
 fn gen_output(accounts: usize, events: usize, seed: u64) -> String {

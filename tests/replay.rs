@@ -5,46 +5,9 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
-use common::ServerProcess;
+use common::{assert_exit_code, run, sigloop, stderr_of, stdout_of, ServerProcess};
 use serde_json::{json, Value};
-
-/// `sigloop ARGS` with quiet logs and none of the test runner's sigloop variables leaking in.
-fn sigloop(args: &[&str]) -> Command {
-    let mut command = Command::new(common::binary());
-    command
-        .args(args)
-        .env("SIGLOOP__LOG__LEVEL", "warn")
-        .env_remove("SIGLOOP_FAILPOINT")
-        .env_remove("SIGLOOP_CONFIG_DIR")
-        .stdin(Stdio::null());
-    command
-}
-
-fn run(command: &mut Command) -> Output {
-    command.output().expect("the sigloop binary runs")
-}
-
-fn stdout_of(output: &Output) -> String {
-    String::from_utf8(output.stdout.clone()).expect("standard output is UTF-8")
-}
-
-fn stderr_of(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Fails with everything the child said, so a failing test explains itself.
-fn assert_exit_code(output: &Output, expected: i32) {
-    assert_eq!(
-        output.status.code(),
-        Some(expected),
-        "exit status {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        stderr_of(output)
-    );
-}
 
 /// Writes `sigloop gen` output for the arguments to `directory/name` and returns the path.
 fn gen_file(directory: &Path, name: &str, accounts: usize, events: usize, seed: u64) -> PathBuf {

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -328,4 +328,40 @@ pub fn export(db_path: &Path) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).expect("export is UTF-8")
+}
+
+/// `sigloop ARGS` with quiet logs and none of the test runner's sigloop variables leaking in.
+pub fn sigloop(args: &[&str]) -> Command {
+    let mut command = Command::new(binary());
+    command
+        .args(args)
+        .env("SIGLOOP__LOG__LEVEL", "warn")
+        .env_remove("SIGLOOP_FAILPOINT")
+        .env_remove("SIGLOOP_CONFIG_DIR")
+        .stdin(Stdio::null());
+    command
+}
+
+pub fn run(command: &mut Command) -> Output {
+    command.output().expect("the sigloop binary runs")
+}
+
+pub fn stdout_of(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).expect("standard output is UTF-8")
+}
+
+pub fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Fails with everything the child said, so a failing test explains itself.
+pub fn assert_exit_code(output: &Output, expected: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(expected),
+        "exit status {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        stderr_of(output)
+    );
 }
