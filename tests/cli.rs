@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{account, assert_exit_code, nps, run, sigloop, stderr_of, stdout_of, ServerProcess};
+use common::{
+    account, assert_exit_code, nps, parse_lines, run, sigloop, stderr_of, stdout_of, ServerProcess,
+};
 use serde_json::Value;
 
 /// The eight event types of events v1.
@@ -47,16 +49,6 @@ fn gen_file(directory: &Path, name: &str, accounts: usize, events: usize, seed: 
     let path = directory.join(name);
     std::fs::write(&path, gen_output(accounts, events, seed)).expect("the input file is written");
     path
-}
-
-fn parse_lines(text: &str) -> Vec<Value> {
-    text.lines()
-        .enumerate()
-        .map(|(index, line)| {
-            serde_json::from_str(line)
-                .unwrap_or_else(|error| panic!("line {} is not JSON ({error}): {line}", index + 1))
-        })
-        .collect()
 }
 
 /// `sigloop ingest FILE --url ADDRESS --batch-size N --wait`.

@@ -1595,19 +1595,8 @@ async fn bad_journey_parameters_answer_400_invalid_parameter() {
         "from=2026-03-03&to=2026-03-03",
         "colour=blue",
     ] {
-        let (status, body) = app.get(&format!("/v1/journeys?{query}")).await;
-        assert_eq!(status, 400, "{query}: {body}");
-        assert_eq!(
-            body["error"]["code"], "invalid_parameter",
-            "{query}: {body}"
-        );
-        assert!(
-            !body["error"]["message"]
-                .as_str()
-                .unwrap_or_default()
-                .is_empty(),
-            "{query}: {body}"
-        );
+        app.assert_invalid_parameter(&format!("/v1/journeys?{query}"))
+            .await;
     }
 }
 

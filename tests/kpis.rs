@@ -403,19 +403,8 @@ async fn bad_kpi_parameters_answer_400_invalid_parameter() {
         "queue=no-such-queue",
         "team=no-such-team",
     ] {
-        let (status, body) = app.get(&format!("/v1/kpis?{query}")).await;
-        assert_eq!(status, 400, "{query}: {body}");
-        assert_eq!(
-            body["error"]["code"], "invalid_parameter",
-            "{query}: {body}"
-        );
-        assert!(
-            !body["error"]["message"]
-                .as_str()
-                .unwrap_or_default()
-                .is_empty(),
-            "{query}: {body}"
-        );
+        app.assert_invalid_parameter(&format!("/v1/kpis?{query}"))
+            .await;
     }
 }
 

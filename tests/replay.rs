@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use common::{assert_exit_code, run, sigloop, stderr_of, stdout_of, ServerProcess};
+use common::{assert_exit_code, parse_lines, run, sigloop, stderr_of, stdout_of, ServerProcess};
 use serde_json::{json, Value};
 
 /// Writes `sigloop gen` output for the arguments to `directory/name` and returns the path.
@@ -25,16 +25,6 @@ fn gen_file(directory: &Path, name: &str, accounts: usize, events: usize, seed: 
     .arg(&path));
     assert_exit_code(&output, 0);
     path
-}
-
-fn parse_lines(text: &str) -> Vec<Value> {
-    text.lines()
-        .enumerate()
-        .map(|(index, line)| {
-            serde_json::from_str(line)
-                .unwrap_or_else(|error| panic!("line {} is not JSON ({error}): {line}", index + 1))
-        })
-        .collect()
 }
 
 /// The standard output of a successful `sigloop replay --events FILE EXTRA...`.

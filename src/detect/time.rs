@@ -160,6 +160,25 @@ impl TimeDetectors {
         self.detectors.is_empty()
     }
 
+    /// The metric series whose recovery verifies a loop with this key tag, if a usage-drop detector
+    /// with `verify_recovered` raises loops on that tag.
+    pub fn recovery_series(&self, account_id: &AccountId, tag: &str) -> Option<String> {
+        self.detectors
+            .iter()
+            .find(|detector| {
+                detector.kind == AccountDetectorKind::UsageDrop
+                    && detector.verify_recovered
+                    && detector.tag == tag
+            })
+            .and_then(|detector| {
+                Some(series_key(
+                    account_id,
+                    detector.metric.as_deref()?,
+                    detector.window?,
+                ))
+            })
+    }
+
     fn of_kind(
         &self,
         kind: AccountDetectorKind,
@@ -169,50 +188,46 @@ impl TimeDetectors {
             .filter(move |detector| detector.kind == kind)
     }
 
-    /// What `event` changes: `account` is the directory entry after the event (merged, for an
-    /// `account.upserted`); `now` is the clock.
-    pub fn on_event(
-        &self,
-        event: &Event,
-        account: Option<&Account>,
-        now: Millis,
-        state: &TimeState,
-    ) -> TimeUpdate {
+    /// What a directory update changes: `account` is the entry after the merge; `now` is the clock.
+    /// A directory update is not activity.
+    pub fn on_account(&self, account: &Account, now: Millis, state: &TimeState) -> TimeUpdate {
+        let mut update = TimeUpdate::default();
+        let account_id = &account.account_id;
+        let Some(started_at) = account.started_at else {
+            return update;
+        };
+        for detector in self.of_kind(AccountDetectorKind::MilestoneMissing) {
+            let milestone = detector.milestone.clone().unwrap_or_default();
+            if state.milestones.contains(&(account_id.clone(), milestone)) {
+                continue;
+            }
+            let key = format!("milestone:{}:{account_id}", detector.name);
+            let due = started_at + Millis::from(detector.after_days.unwrap_or(0)) * MILLIS_PER_DAY;
+            // An account whose milestone was due before sigloop saw it arms nothing: what
+            // happened before is unknown (a directory import would otherwise flood loops).
+            if due <= now {
+                continue;
+            }
+            if state.timers.get(&key).is_none_or(|timer| timer.due != due) {
+                update.timers.push(AccountTimer {
+                    key,
+                    due,
+                    account_id: account_id.clone(),
+                    subject: TimerSubject::Milestone {
+                        detector: detector.name.clone(),
+                        started_at,
+                    },
+                });
+            }
+        }
+        update
+    }
+
+    /// What any other `event` changes; `now` is the clock.
+    pub fn on_event(&self, event: &Event, now: Millis, state: &TimeState) -> TimeUpdate {
         let mut update = TimeUpdate::default();
         let account_id = event.account_id();
         match &event.data {
-            EventData::AccountUpserted(_) => {
-                let Some(started_at) = account.and_then(|account| account.started_at) else {
-                    return update;
-                };
-                for detector in self.of_kind(AccountDetectorKind::MilestoneMissing) {
-                    let milestone = detector.milestone.clone().unwrap_or_default();
-                    if state.milestones.contains(&(account_id.clone(), milestone)) {
-                        continue;
-                    }
-                    let key = format!("milestone:{}:{account_id}", detector.name);
-                    let due = started_at
-                        + Millis::from(detector.after_days.unwrap_or(0)) * MILLIS_PER_DAY;
-                    // An account whose milestone was due before sigloop saw it arms nothing: what
-                    // happened before is unknown (a directory import would otherwise flood loops).
-                    if due <= now {
-                        continue;
-                    }
-                    if state.timers.get(&key).is_none_or(|timer| timer.due != due) {
-                        update.timers.push(AccountTimer {
-                            key,
-                            due,
-                            account_id: account_id.clone(),
-                            subject: TimerSubject::Milestone {
-                                detector: detector.name.clone(),
-                                started_at,
-                            },
-                        });
-                    }
-                }
-                // A directory update is not activity.
-                return update;
-            }
             EventData::UsageMilestone(reached) => {
                 for detector in self.of_kind(AccountDetectorKind::MilestoneMissing) {
                     let pair = (account_id.clone(), reached.milestone.clone());
@@ -478,27 +493,6 @@ impl TimeDetectors {
 /// The key of an account's metric series over a window kind.
 pub fn series_key(account_id: &AccountId, metric: &str, window: Window) -> String {
     format!("series:{account_id}:{metric}:{}", window.as_str())
-}
-
-impl TimeDetectors {
-    /// The metric series whose recovery verifies a loop with this key tag, if a usage-drop detector
-    /// with `verify_recovered` raises loops on that tag.
-    pub fn recovery_series(&self, account_id: &AccountId, tag: &str) -> Option<String> {
-        self.detectors
-            .iter()
-            .find(|detector| {
-                detector.kind == AccountDetectorKind::UsageDrop
-                    && detector.verify_recovered
-                    && detector.tag == tag
-            })
-            .and_then(|detector| {
-                Some(series_key(
-                    account_id,
-                    detector.metric.as_deref()?,
-                    detector.window?,
-                ))
-            })
-    }
 }
 
 /// Two decimals, for reasons.

@@ -548,9 +548,8 @@ impl Core {
                 .insert(merged.account_id.clone(), merged.clone());
             state.accounts.insert(merged.account_id.clone(), merged);
             if !self.time.is_empty() {
-                let change = self.time.on_event(
-                    event,
-                    state.accounts.get(&update.account_id),
+                let change = self.time.on_account(
+                    &state.accounts[&update.account_id],
                     state.clock,
                     &state.time,
                 );
@@ -571,12 +570,7 @@ impl Core {
         }
         let mut detection = self.detectors.detect(event, &tagging, &state.detectors);
         if !self.time.is_empty() {
-            let change = self.time.on_event(
-                event,
-                state.accounts.get(event.account_id()),
-                state.clock,
-                &state.time,
-            );
+            let change = self.time.on_event(event, state.clock, &state.time);
             state.apply_time(change, effects);
         }
         let (feed, mut journey_signals) = match &self.journeys {

@@ -155,6 +155,20 @@ impl TestApp {
             .await
     }
 
+    /// `GET path` answers 400 `invalid_parameter` with a message.
+    pub async fn assert_invalid_parameter(&self, path: &str) {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_parameter", "{path}: {body}");
+        assert!(
+            !body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .is_empty(),
+            "{path}: {body}"
+        );
+    }
+
     pub async fn loops(&self, query: &str) -> Vec<Value> {
         let (status, body) = self.get(&format!("/v1/loops?{query}")).await;
         assert_eq!(status, 200, "{body}");
@@ -364,4 +378,15 @@ pub fn assert_exit_code(output: &Output, expected: i32) {
         String::from_utf8_lossy(&output.stdout),
         stderr_of(output)
     );
+}
+
+/// Each line of NDJSON text, parsed.
+pub fn parse_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .enumerate()
+        .map(|(index, line)| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|error| panic!("line {} is not JSON ({error}): {line}", index + 1))
+        })
+        .collect()
 }
