@@ -12,31 +12,79 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
+use crate::config::settings::{StorageBackend, StorageSettings};
 use crate::config::Config;
 use crate::ingest::Ingestor;
+use crate::kafka::producer::EventProducer;
+use crate::kafka::relay::Relay;
 use crate::pipeline::core::Core;
 use crate::pipeline::{now_millis, ActionOutcomes, Processor};
-use crate::storage::{SqliteStorage, Storage};
+use crate::storage::{PostgresStorage, SqliteStorage, Storage};
 use crate::telemetry::Metrics;
 
 pub struct Application {
     listener: TcpListener,
     state: AppState,
     processor: Processor,
-    sqlite: Arc<SqliteStorage>,
+    database: Database,
+}
+
+/// The concrete store, kept to close it at the end.
+enum Database {
+    Sqlite(Arc<SqliteStorage>),
+    Postgres(Arc<PostgresStorage>),
+}
+
+impl Database {
+    async fn open(settings: &StorageSettings) -> anyhow::Result<Database> {
+        Ok(match settings.backend {
+            StorageBackend::Sqlite => {
+                let path: PathBuf = settings.path.clone();
+                Database::Sqlite(Arc::new(
+                    SqliteStorage::open(&path, settings.synchronous)
+                        .await
+                        .with_context(|| {
+                            format!("Failed to open the database {}", path.display())
+                        })?,
+                ))
+            }
+            StorageBackend::Postgres => Database::Postgres(Arc::new(
+                PostgresStorage::connect(&settings.url, settings.pool_size)
+                    .await
+                    .context("Failed to connect to the PostgreSQL database (storage.url)")?,
+            )),
+        })
+    }
+
+    fn storage(&self) -> Arc<dyn Storage> {
+        match self {
+            Database::Sqlite(storage) => storage.clone(),
+            Database::Postgres(storage) => storage.clone(),
+        }
+    }
+
+    async fn close(&self) {
+        match self {
+            Database::Sqlite(storage) => storage.close().await,
+            Database::Postgres(storage) => storage.close().await,
+        }
+    }
 }
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let core =
             Core::new(&config).map_err(|problems| crate::config::ConfigError { problems })?;
-        let path: PathBuf = config.settings.storage.path.clone();
-        let sqlite = Arc::new(
-            SqliteStorage::open(&path, config.settings.storage.synchronous)
-                .await
-                .with_context(|| format!("Failed to open the database {}", path.display()))?,
-        );
-        let storage: Arc<dyn Storage> = sqlite.clone();
+        let database = Database::open(&config.settings.storage).await?;
+        let storage = database.storage();
+        let producer = if config.settings.kafka.enabled {
+            Some(Arc::new(
+                EventProducer::new(&config.settings.kafka)
+                    .context("Failed to create the Kafka producer")?,
+            ))
+        } else {
+            None
+        };
         let core_state = crate::pipeline::load_state(storage.as_ref(), &core)
             .await
             .context("Failed to load the committed state")?;
@@ -70,6 +118,7 @@ impl Application {
                     storage: Arc::clone(&storage),
                     metrics: Arc::clone(&metrics),
                     appended,
+                    producer,
                 },
                 storage,
                 metrics,
@@ -86,7 +135,7 @@ impl Application {
             listener,
             state,
             processor,
-            sqlite,
+            database,
         })
     }
 
@@ -111,20 +160,52 @@ impl Application {
             listener,
             state,
             processor,
-            sqlite,
+            database,
         } = self;
         let address = listener
             .local_addr()
             .context("Failed to read the listening address")?;
         tracing::info!(%address, config_version = %state.inner.config.version, "sigloop is listening.");
         let processor_shutdown = CancellationToken::new();
+        let kafka = &state.inner.config.settings.kafka;
+        // The distributed mode's consumer thread stops on this flag: it leaves the group (its
+        // revocation goes through the processor), then closes the feed, which ends the processor.
+        let consumer_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut relay_task = None;
+        let mut consumer_thread = None;
         let mut processor_task = {
             let running = Arc::clone(&state.inner.processor_running);
-            let token = processor_shutdown.clone();
-            tokio::spawn(async move {
-                processor.run(token).await;
-                running.store(false, std::sync::atomic::Ordering::Relaxed);
-            })
+            if kafka.enabled {
+                // Two batches in the channel: enough to keep the core busy while one commits, and
+                // a slow database stops the consumer fetching (backpressure) instead of buffering.
+                let (feed, batches) = tokio::sync::mpsc::channel(2);
+                let source = crate::kafka::source::start(
+                    kafka,
+                    &state.inner.config.settings.processor,
+                    feed,
+                    Arc::clone(&state.inner.metrics),
+                    Arc::clone(&consumer_stop),
+                )?;
+                let relay = Relay::new(
+                    kafka,
+                    Arc::clone(&state.inner.storage),
+                    instance_name(),
+                    Arc::clone(&state.inner.metrics),
+                )?;
+                relay_task = Some(tokio::spawn(relay.run(processor_shutdown.clone())));
+                let shared = Arc::clone(&source.shared);
+                consumer_thread = Some(source.thread);
+                tokio::spawn(async move {
+                    processor.run_feed(batches, shared).await;
+                    running.store(false, std::sync::atomic::Ordering::Relaxed);
+                })
+            } else {
+                let token = processor_shutdown.clone();
+                tokio::spawn(async move {
+                    processor.run(token).await;
+                    running.store(false, std::sync::atomic::Ordering::Relaxed);
+                })
+            }
         };
         let purge_task = tokio::spawn(purge_loop(state.clone(), shutdown.child_token()));
         let router = api::router(state.clone());
@@ -148,12 +229,24 @@ impl Application {
             }
         };
         shutdown.cancel();
-        processor_shutdown.cancel();
+        consumer_stop.store(true, std::sync::atomic::Ordering::SeqCst);
         if !processor_failed {
+            // In the distributed mode the processor ends when the consumer thread has left the
+            // group; in the embedded mode, on this token.
+            if consumer_thread.is_none() {
+                processor_shutdown.cancel();
+            }
             let _ = processor_task.await;
         }
+        processor_shutdown.cancel();
+        if let Some(thread) = consumer_thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        if let Some(relay) = relay_task {
+            let _ = relay.await;
+        }
         let _ = purge_task.await;
-        sqlite.close().await;
+        database.close().await;
         served
             .context("The HTTP server task failed")?
             .context("The HTTP server failed")?;
@@ -215,6 +308,12 @@ async fn purge_loop(state: AppState, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
         }
     }
+}
+
+/// This process's name in leases: the host name and the process id.
+fn instance_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "sigloop".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 /// Cancels `token` on Ctrl-C or SIGTERM.

@@ -11,7 +11,10 @@
 //! - [`route`]: the route tree: one queue, one owner, the path taken.
 //! - [`loops`]: loop identity, the explicit state machine, history and evidence rows.
 //! - [`pipeline`]: the pure batch core ([`pipeline::core`]) and the async processor around it.
-//! - [`storage`]: the one storage boundary (the only module with SQL); SQLite for the embedded mode.
+//! - [`storage`]: the one storage boundary (the only module with SQL); SQLite for the embedded mode,
+//!   PostgreSQL for the distributed mode.
+//! - [`kafka`]: the distributed mode's Kafka edge: the consumer group feeding the processor, the
+//!   producer behind `POST /v1/events`, and the outbox relay to the loops and dead-letter topics.
 //! - [`kpi`]: loop KPIs per queue and team over a period (pure arithmetic over storage's loop
 //!   timings), answered by `GET /v1/kpis` and the `sigloop_loop_*` gauges of `/metrics`.
 //! - [`api`]: the HTTP API and its JSON views.
@@ -35,6 +38,7 @@ pub mod failpoint;
 pub mod gen;
 pub mod ingest;
 pub mod journey;
+pub mod kafka;
 pub mod kpi;
 pub mod loops;
 pub mod pipeline;

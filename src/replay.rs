@@ -231,6 +231,7 @@ async fn append_file(
             // Metrics of their own: nobody scrapes a replay, but the ingest path counts as it goes.
             metrics: Arc::new(Metrics::new()),
             appended: Arc::default(),
+            producer: None,
         },
         storage,
         events: Vec::new(),

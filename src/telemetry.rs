@@ -28,6 +28,10 @@ pub struct Metrics {
     pub append_seconds: Histogram,
     pub event_to_loop_seconds: Histogram,
     pub purged: IntCounterVec,
+    /// Distributed mode: messages behind the high watermark, per partition this instance owns.
+    pub kafka_consumer_lag: GaugeVec,
+    /// Distributed mode: outbox events delivered, by sink.
+    pub outbox_delivered: IntCounterVec,
     /// Loop KPIs per queue over all loops, set from storage on each scrape
     /// ([`Metrics::render_with_loop_kpis`]).
     pub loop_kpis: LoopKpiGauges,
@@ -220,6 +224,16 @@ impl Metrics {
                 "sigloop_purged_total",
                 "Rows purged after the retention period, by table (events, dead_letters).",
                 &["table"],
+            ),
+            kafka_consumer_lag: float_gauge_vec(
+                "sigloop_kafka_consumer_lag",
+                "Messages between the broker's high watermark and the offset committed in the database, per partition this instance owns.",
+                &["topic", "partition"],
+            ),
+            outbox_delivered: counter_vec(
+                "sigloop_outbox_delivered_total",
+                "Loop events and dead letters delivered from the outbox, by sink.",
+                &["sink"],
             ),
             loop_kpis,
             registry,

@@ -5,15 +5,18 @@
 //! `conformance_suite!` macro turns every case into one `#[tokio::test]` per backend, in a module named
 //! after the backend's constructor (`sqlite::append_assigns_...`), so a failure names the backend.
 //!
-//! Backends today: SQLite, always, on a fresh database file per test. To add PostgreSQL, write one
-//! constructor beside [`sqlite`], `async fn postgres() -> Option<Backend>`, that returns `None` when no
-//! test database is configured (say, `SIGLOOP_TEST_POSTGRES_URL` unset) and otherwise a freshly
-//! migrated, empty schema; then add the line `conformance_suite!(postgres);`. No case changes.
+//! Backends: SQLite, on a fresh database file per test, and PostgreSQL, in a fresh schema per test of
+//! the database at `SIGLOOP_TEST_POSTGRES_URL` (by default `postgres://postgres@127.0.0.1:5432/test`).
+//! PostgreSQL is required: when it cannot be reached, its cases fail and say so, rather than pass
+//! without having checked anything. A backend is one constructor returning a freshly migrated, empty
+//! store, and one line `conformance_suite!(name);`. No case changes.
 //!
 //! Times are small made-up millisecond values: storage never reads the clock, so the cases are
 //! deterministic.
 
 use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::json;
 use sigloop::config::routes::SignalKind;
@@ -25,12 +28,16 @@ use sigloop::domain::{AccountId, Millis, MILLIS_PER_DAY};
 use sigloop::journey::{BucketDelta, BucketKey, Figures};
 use sigloop::kpi::LoopTiming;
 use sigloop::loops::{loop_id, CloseReason, EvidenceRow, HistoryRow, LoopRecord, LoopState};
-use sigloop::pipeline::core::{BatchEffects, EntryKind, FailedEntry, LogEntry, SignalRow};
+use sigloop::pipeline::core::{
+    BatchEffects, EntryKind, FailedEntry, LogEntry, OffsetAdvance, OutboxEvent, SignalRow,
+};
 use sigloop::route::Account;
 use sigloop::storage::{
-    AppendEntry, JourneyDimension, JourneyQuery, LoopFilter, NewDeadLetter, PurgeCounts,
-    SqliteStorage, Storage, StorageError, MAX_DEAD_LETTER_PAYLOAD,
+    AppendEntry, JourneyDimension, JourneyQuery, LoopFilter, NewDeadLetter, PostgresStorage,
+    PurgeCounts, SqliteStorage, Storage, StorageError, StoredOffset, MAX_DEAD_LETTER_PAYLOAD,
 };
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::Connection;
 
 // ---------------------------------------------------------------------------------------------
 // The harness: one constructor per backend, and the macro that runs every case against each.
@@ -41,6 +48,19 @@ struct Backend {
     storage: Box<dyn Storage>,
     /// The directory holding a file-backed database; deleted when the test ends.
     _directory: Option<tempfile::TempDir>,
+    /// The PostgreSQL schema holding the store, dropped once the case has passed (a failed case
+    /// leaves it behind to look at).
+    schema: Option<TestSchema>,
+}
+
+impl Backend {
+    /// Releases what the store used once its case has passed.
+    async fn finish(self) {
+        drop(self.storage);
+        if let Some(schema) = self.schema {
+            schema.drop_schema().await;
+        }
+    }
 }
 
 /// SQLite as the embedded mode runs it: WAL, `synchronous=FULL`, a new file per test.
@@ -52,6 +72,85 @@ async fn sqlite() -> Option<Backend> {
     Some(Backend {
         storage: Box::new(storage),
         _directory: Some(directory),
+        schema: None,
+    })
+}
+
+/// The test database when `SIGLOOP_TEST_POSTGRES_URL` is unset: the local server, trust auth.
+const DEFAULT_TEST_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// Connections per test store: enough to overlap a read with a write, few enough that the tests
+/// running in parallel stay far below the server's `max_connections`.
+const TEST_POOL_SIZE: u32 = 2;
+
+/// Numbers the schemas created by this process.
+static SCHEMAS: AtomicU32 = AtomicU32::new(0);
+
+/// A schema of the test database, made for one case.
+struct TestSchema {
+    options: PgConnectOptions,
+    name: String,
+}
+
+impl TestSchema {
+    async fn drop_schema(self) {
+        let mut connection = PgConnection::connect_with(&self.options)
+            .await
+            .expect("PostgreSQL is still reachable");
+        sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.name))
+            .execute(&mut connection)
+            .await
+            .expect("the test schema drops");
+        connection.close().await.ok();
+    }
+}
+
+/// PostgreSQL as the distributed mode runs it, in a new schema of the test database: the store's
+/// connections set `search_path` to it, so the migrations create every table there and each case
+/// starts empty, with no server-wide state shared between cases running in parallel.
+async fn postgres() -> Option<Backend> {
+    let url = std::env::var("SIGLOOP_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| DEFAULT_TEST_POSTGRES_URL.to_owned());
+    let options = PgConnectOptions::from_str(&url).unwrap_or_else(|error| {
+        panic!("SIGLOOP_TEST_POSTGRES_URL is not a PostgreSQL URL: {error}")
+    });
+    // Named after the host and database, never the whole URL: it may hold a password.
+    let server = format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("(default database)")
+    );
+    let mut connection = PgConnection::connect_with(&options)
+        .await
+        .unwrap_or_else(|error| {
+            panic!(
+                "the PostgreSQL conformance cases need a server at {server} ({error}); start one \
+                 (`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`) or set \
+                 SIGLOOP_TEST_POSTGRES_URL to a database the tests may create schemas in"
+            )
+        });
+    let name = format!(
+        "t_{}_{}_{:08x}",
+        std::process::id(),
+        SCHEMAS.fetch_add(1, Ordering::Relaxed),
+        rand::random::<u32>()
+    );
+    sqlx::query(&format!("CREATE SCHEMA {name}"))
+        .execute(&mut connection)
+        .await
+        .unwrap_or_else(|error| panic!("cannot create schema {name} at {server}: {error}"));
+    connection.close().await.ok();
+    let storage = PostgresStorage::connect_with(
+        options.clone().options([("search_path", name.as_str())]),
+        TEST_POOL_SIZE,
+    )
+    .await
+    .unwrap_or_else(|error| panic!("PostgreSQL storage connects and migrates in {name}: {error}"));
+    Some(Backend {
+        storage: Box::new(storage),
+        _directory: None,
+        schema: Some(TestSchema { options, name }),
     })
 }
 
@@ -64,6 +163,7 @@ macro_rules! conformance_suite {
             log_head_is_the_largest_sequence_number_and_zero_for_an_empty_log,
             dead_letters_appended_with_entries_are_stored_in_the_same_call_and_listed_newest_first_with_paging,
             a_dead_letter_payload_is_cut_to_the_maximum_size_on_a_character_boundary,
+            free_text_with_a_nul_character_is_stored_rather_than_failing_the_call,
             the_state_of_an_empty_store_is_the_default_state,
             commit_batch_then_load_state_round_trips_offset_clock_accounts_loops_windows_and_cursors,
             a_later_batch_that_updates_a_loop_replaces_its_row_everywhere_it_is_read,
@@ -89,6 +189,13 @@ macro_rules! conformance_suite {
             journey_figures_add_up_over_batches_whatever_the_backend_folds_between_them,
             journey_accounts_are_counted_once_however_often_a_pair_is_written,
             journey_snapshot_returns_summed_rows_from_the_lookback_and_purge_removes_old_journey_rows,
+            source_offsets_round_trip_through_commit_batch_and_move_from_the_stored_offset,
+            a_stale_offset_advance_is_fenced_and_writes_nothing_of_its_batch,
+            an_advance_from_no_offset_is_fenced_when_the_partition_already_has_one,
+            outbox_events_come_back_in_commit_order_after_an_id_up_to_a_limit,
+            claim_outbox_leases_a_sink_to_one_holder_until_the_lease_runs_out,
+            advance_outbox_by_a_holder_without_the_lease_is_fenced_and_moves_nothing,
+            purge_removes_only_outbox_events_older_than_the_cutoff_that_every_sink_has_delivered,
         );
     };
     (@cases $backend:ident: $($case:ident),+ $(,)?) => {
@@ -101,6 +208,7 @@ macro_rules! conformance_suite {
                         return;
                     };
                     super::$case(backend.storage.as_ref()).await;
+                    backend.finish().await;
                 }
             )+
         }
@@ -108,6 +216,7 @@ macro_rules! conformance_suite {
 }
 
 conformance_suite!(sqlite);
+conformance_suite!(postgres);
 
 // ---------------------------------------------------------------------------------------------
 // Builders for the values the cases store.
@@ -625,6 +734,71 @@ async fn a_dead_letter_payload_is_cut_to_the_maximum_size_on_a_character_boundar
     assert!(stored.dead_letter.payload.bytes().all(|byte| byte == b'a'));
 }
 
+async fn free_text_with_a_nul_character_is_stored_rather_than_failing_the_call(
+    storage: &dyn Storage,
+) {
+    // Raw rejected input and operator notes may hold U+0000, which PostgreSQL text cannot: a
+    // backend may store a replacement character in its place, but must not refuse the call (the
+    // other entries of the request, or the whole batch, would be lost with it).
+    let mut raw = dead_letter(0);
+    raw.code = "invalid_json".to_owned();
+    raw.payload = "{\"id\": \"a\0b\"".to_owned();
+    raw.event_id = Some("a\0b".to_owned());
+    let outcome = storage
+        .append(&[event("zendesk", "t-1")], &[raw], RECEIVED_AT)
+        .await
+        .unwrap();
+    assert!(outcome.seqs[0].is_some());
+    let stored = &storage.dead_letters(1, None).await.unwrap()[0];
+    assert!(stored.dead_letter.payload.starts_with("{\"id\": \"a"));
+    assert!(stored.dead_letter.payload.ends_with("b\""));
+
+    // Journey stages and touchpoints are free text from the events, and end up in keys.
+    let record = journey_loop("on\0boarding", "billing", 1);
+    let mut noted = history(&record, 0, None, LoopState::Open);
+    noted.reason = Some("see \0 attached".to_owned());
+    let mut staged = signal("acme", 10, "s-1");
+    staged.stage = "on\0boarding".to_owned();
+    let effects = BatchEffects {
+        history: vec![noted],
+        signals: vec![staged],
+        journey_buckets: vec![
+            delta(
+                bucket(0, "on\0boarding", "billing", "e\0mail"),
+                2,
+                1,
+                &["a1"],
+            ),
+            delta(bucket(0, "onboarding", "billing", "email"), 1, 0, &["a1"]),
+        ],
+        ..batch_with_loops(1, [record.clone()])
+    };
+    storage.commit_batch(&effects, 2_000).await.unwrap();
+    let detail = storage.loop_detail(&record.id).await.unwrap().unwrap();
+    assert_eq!(
+        detail.record, record,
+        "the record itself keeps every character"
+    );
+    let reason = detail.history[0].reason.clone().unwrap();
+    assert!(
+        reason.starts_with("see ") && reason.ends_with(" attached"),
+        "{reason:?}"
+    );
+    assert_eq!(
+        storage
+            .account_view("acme", 10)
+            .await
+            .unwrap()
+            .recent_signals
+            .len(),
+        1
+    );
+    let groups = storage.journeys(&by_stage(Window::Week)).await.unwrap();
+    let events: Vec<u64> = groups.iter().map(|group| group.figures.events).collect();
+    assert_eq!(events.iter().sum::<u64>(), 3);
+    assert_eq!(groups.len(), 2, "the two stages stay apart: {groups:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Committed state.
 // ---------------------------------------------------------------------------------------------
@@ -871,6 +1045,8 @@ async fn a_batch_that_fails_to_commit_changes_nothing(storage: &dyn Storage) {
         signals: vec![signal("globex", 5_000, "t-9")],
         round_robin: [("cs-team".to_owned(), 8)].into(),
         failed: vec![failed_entry(6)],
+        outbox: vec![outbox_event(&other.id, "opened", 5_000)],
+        source_offsets: vec![advance("sigloop.tickets", 0, None, 40)],
         ..BatchEffects::default()
     };
     let refused = storage.commit_batch(&failing, 6_000).await;
@@ -892,6 +1068,8 @@ async fn a_batch_that_fails_to_commit_changes_nothing(storage: &dyn Storage) {
     let detail = storage.loop_detail(&record.id).await.unwrap().unwrap();
     assert_eq!(detail.history, first.history);
     assert!(storage.dead_letters(10, None).await.unwrap().is_empty());
+    assert!(storage.outbox_after(0, 10).await.unwrap().is_empty());
+    assert!(storage.source_offsets().await.unwrap().is_empty());
     assert!(storage
         .account_view("globex", 10)
         .await
@@ -1572,6 +1750,7 @@ async fn purge_deletes_only_processed_log_entries_received_before_the_cutoff_and
             events: 2,
             dead_letters: 1,
             journey_buckets: 0,
+            outbox: 0,
         }
     );
     let remaining: Vec<String> = read_everything(storage)
@@ -1606,6 +1785,7 @@ async fn purge_deletes_only_processed_log_entries_received_before_the_cutoff_and
             events: 1,
             dead_letters: 0,
             journey_buckets: 0,
+            outbox: 0,
         }
     );
     let remaining: Vec<i64> = read_everything(storage)
@@ -1627,6 +1807,7 @@ async fn purge_deletes_only_processed_log_entries_received_before_the_cutoff_and
             events: 2,
             dead_letters: 2,
             journey_buckets: 0,
+            outbox: 0,
         }
     );
     assert!(read_everything(storage).await.is_empty());
@@ -1645,6 +1826,7 @@ async fn purge_before_any_batch_is_committed_keeps_every_log_entry(storage: &dyn
             events: 0,
             dead_letters: 1,
             journey_buckets: 0,
+            outbox: 0,
         },
         "nothing is processed yet, so no log entry may go"
     );
@@ -1936,8 +2118,487 @@ async fn journey_snapshot_returns_summed_rows_from_the_lookback_and_purge_remove
         .purge(0, JOURNEY_MONDAY + 10 * MILLIS_PER_DAY)
         .await
         .unwrap();
-    assert_eq!(counts.journey_buckets, 2, "both partial rows of day 0");
+    // Stored rows, not buckets: SQLite keeps day 0 as the two batches' partial rows until it folds
+    // them, PostgreSQL merges them into one row as it upserts.
+    assert!(
+        (1..=2).contains(&counts.journey_buckets),
+        "day 0's one bucket, as one row or two partial rows: {counts:?}"
+    );
     let (figures, accounts) = stage_figures(storage, "onboarding").await;
     assert_eq!(figures.events, 1);
     assert_eq!(accounts, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The distributed mode: Kafka offsets and the outbox.
+// ---------------------------------------------------------------------------------------------
+
+fn advance(topic: &str, partition: i32, from: Option<i64>, to: i64) -> OffsetAdvance {
+    OffsetAdvance {
+        topic: topic.to_owned(),
+        partition,
+        from,
+        to,
+    }
+}
+
+/// A batch that commits `offset` and the offset advances, and nothing else.
+fn batch_with_advances(offset: i64, advances: Vec<OffsetAdvance>) -> BatchEffects {
+    BatchEffects {
+        offset,
+        clock: 10_000 + offset,
+        source_offsets: advances,
+        ..BatchEffects::default()
+    }
+}
+
+fn stored(topic: &str, partition: i32, next_offset: i64) -> StoredOffset {
+    StoredOffset {
+        topic: topic.to_owned(),
+        partition,
+        next_offset,
+    }
+}
+
+/// The stored offsets, sorted by topic and partition (the trait promises no order).
+async fn offsets(storage: &dyn Storage) -> Vec<StoredOffset> {
+    let mut offsets = storage.source_offsets().await.unwrap();
+    offsets
+        .sort_by(|left, right| (&left.topic, left.partition).cmp(&(&right.topic, right.partition)));
+    offsets
+}
+
+fn outbox_event(loop_id: &str, event: &str, at: Millis) -> OutboxEvent {
+    OutboxEvent {
+        loop_id: loop_id.to_owned(),
+        loop_key: format!("account:acme:{loop_id}"),
+        account_id: Some("acme".to_owned()),
+        event: event.to_owned(),
+        at,
+        payload: json!({"loop_id": loop_id, "event": event, "at": at}).to_string(),
+    }
+}
+
+fn outbox_batch(offset: i64, events: Vec<OutboxEvent>) -> BatchEffects {
+    BatchEffects {
+        offset,
+        clock: 10_000 + offset,
+        outbox: events,
+        ..BatchEffects::default()
+    }
+}
+
+/// The ids of every stored outbox event, in order.
+async fn outbox_ids(storage: &dyn Storage) -> Vec<i64> {
+    storage
+        .outbox_after(0, 1_000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.id)
+        .collect()
+}
+
+fn assert_fenced(result: Result<(), StorageError>, names: &[&str]) {
+    match result {
+        Err(StorageError::Fenced(message)) => {
+            for name in names {
+                assert!(
+                    message.contains(name),
+                    "the fenced error names {name}: {message}"
+                );
+            }
+        }
+        other => panic!("expected a fenced error, got {other:?}"),
+    }
+}
+
+async fn source_offsets_round_trip_through_commit_batch_and_move_from_the_stored_offset(
+    storage: &dyn Storage,
+) {
+    assert!(storage.source_offsets().await.unwrap().is_empty());
+    storage
+        .commit_batch(
+            &batch_with_advances(
+                1,
+                vec![
+                    advance("sigloop.tickets", 1, None, 5),
+                    advance("sigloop.tickets", 0, None, 10),
+                    advance("sigloop.surveys", 0, None, 3),
+                ],
+            ),
+            1_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        offsets(storage).await,
+        [
+            stored("sigloop.surveys", 0, 3),
+            stored("sigloop.tickets", 0, 10),
+            stored("sigloop.tickets", 1, 5)
+        ]
+    );
+
+    // A batch moves the partitions it read from where it found them; the others stay.
+    storage
+        .commit_batch(
+            &batch_with_advances(2, vec![advance("sigloop.tickets", 0, Some(10), 25)]),
+            2_000,
+        )
+        .await
+        .unwrap();
+    storage
+        .commit_batch(
+            &batch_with_advances(
+                3,
+                vec![
+                    advance("sigloop.tickets", 0, Some(25), 26),
+                    advance("sigloop.surveys", 0, Some(3), 3),
+                ],
+            ),
+            3_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        offsets(storage).await,
+        [
+            stored("sigloop.surveys", 0, 3),
+            stored("sigloop.tickets", 0, 26),
+            stored("sigloop.tickets", 1, 5)
+        ]
+    );
+    assert_eq!(storage.load_state().await.unwrap().offset, 3);
+}
+
+async fn a_stale_offset_advance_is_fenced_and_writes_nothing_of_its_batch(storage: &dyn Storage) {
+    storage
+        .commit_batch(
+            &batch_with_advances(1, vec![advance("sigloop.tickets", 0, None, 10)]),
+            1_000,
+        )
+        .await
+        .unwrap();
+    // Another instance took the partition over and moved it on from 10 to 12; this one read from 10
+    // too, before it lost the partition, and now commits what it read.
+    storage
+        .commit_batch(
+            &batch_with_advances(2, vec![advance("sigloop.tickets", 0, Some(10), 12)]),
+            2_000,
+        )
+        .await
+        .unwrap();
+
+    let record = account_loop("acme", "billing", 1);
+    let stale = BatchEffects {
+        history: vec![history(&record, 0, None, LoopState::Open)],
+        outbox: vec![outbox_event(&record.id, "opened", 3_000)],
+        source_offsets: vec![
+            // A partition this instance still owns, written before the stale one is looked at.
+            advance("sigloop.tickets", 1, None, 4),
+            advance("sigloop.tickets", 0, Some(10), 11),
+        ],
+        ..batch_with_loops(3, [record.clone()])
+    };
+    assert_fenced(
+        storage.commit_batch(&stale, 3_000).await,
+        &["sigloop.tickets", "0"],
+    );
+
+    assert_eq!(
+        offsets(storage).await,
+        [stored("sigloop.tickets", 0, 12)],
+        "no offset moved, not even the partition that was not stale"
+    );
+    assert!(storage.loop_record(&record.id).await.unwrap().is_none());
+    assert!(storage.outbox_after(0, 10).await.unwrap().is_empty());
+    let state = storage.load_state().await.unwrap();
+    assert_eq!(
+        state.offset, 2,
+        "the processor's offset is the last committed batch's"
+    );
+    assert!(state.loops.is_empty());
+}
+
+async fn an_advance_from_no_offset_is_fenced_when_the_partition_already_has_one(
+    storage: &dyn Storage,
+) {
+    storage
+        .commit_batch(
+            &batch_with_advances(1, vec![advance("sigloop.usage", 3, None, 100)]),
+            1_000,
+        )
+        .await
+        .unwrap();
+    let record = account_loop("acme", "billing", 1);
+    let late = BatchEffects {
+        outbox: vec![outbox_event(&record.id, "opened", 2_000)],
+        source_offsets: vec![advance("sigloop.usage", 3, None, 50)],
+        ..batch_with_loops(2, [record.clone()])
+    };
+    assert_fenced(
+        storage.commit_batch(&late, 2_000).await,
+        &["sigloop.usage", "3"],
+    );
+    assert_eq!(offsets(storage).await, [stored("sigloop.usage", 3, 100)]);
+    assert!(storage.loop_record(&record.id).await.unwrap().is_none());
+    assert!(storage.outbox_after(0, 10).await.unwrap().is_empty());
+    assert_eq!(storage.load_state().await.unwrap().offset, 1);
+}
+
+async fn outbox_events_come_back_in_commit_order_after_an_id_up_to_a_limit(storage: &dyn Storage) {
+    assert!(storage.outbox_after(0, 10).await.unwrap().is_empty());
+    let first = vec![
+        outbox_event("lp_b", "opened", 900),
+        outbox_event("lp_a", "opened", 950),
+    ];
+    let second = vec![
+        outbox_event("lp_a", "state_changed", 1_500),
+        outbox_event("lp_c", "opened", 1_400),
+        outbox_event("lp_b", "closed", 1_600),
+    ];
+    storage
+        .commit_batch(&outbox_batch(1, first.clone()), 1_000)
+        .await
+        .unwrap();
+    storage
+        .commit_batch(&outbox_batch(2, Vec::new()), 1_500)
+        .await
+        .unwrap();
+    storage
+        .commit_batch(&outbox_batch(3, second.clone()), 2_000)
+        .await
+        .unwrap();
+
+    let rows = storage.outbox_after(0, 100).await.unwrap();
+    let events: Vec<OutboxEvent> = rows.iter().map(|row| row.event.clone()).collect();
+    let expected: Vec<OutboxEvent> = first.iter().chain(&second).cloned().collect();
+    assert_eq!(
+        events, expected,
+        "every field, in commit order and in each batch's order"
+    );
+    let created: Vec<Millis> = rows.iter().map(|row| row.created_at).collect();
+    assert_eq!(created, [1_000, 1_000, 2_000, 2_000, 2_000]);
+    let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
+    assert!(
+        ids[0] > 0,
+        "ids start above 0, a cursor that delivered nothing"
+    );
+    assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "{ids:?}");
+
+    let page = storage.outbox_after(ids[1], 2).await.unwrap();
+    assert_eq!(page, rows[2..4], "events after the id, at most the limit");
+    assert_eq!(storage.outbox_after(ids[3], 10).await.unwrap(), rows[4..]);
+    assert!(storage.outbox_after(ids[4], 10).await.unwrap().is_empty());
+    assert!(storage.outbox_after(0, 0).await.unwrap().is_empty());
+}
+
+async fn claim_outbox_leases_a_sink_to_one_holder_until_the_lease_runs_out(storage: &dyn Storage) {
+    assert_eq!(
+        storage
+            .claim_outbox("kafka", "node-a", 100, 200)
+            .await
+            .unwrap(),
+        Some(0),
+        "a sink never claimed has delivered nothing"
+    );
+    assert_eq!(
+        storage
+            .claim_outbox("kafka", "node-b", 150, 250)
+            .await
+            .unwrap(),
+        None,
+        "node-a's lease runs past 150"
+    );
+    assert_eq!(
+        storage
+            .claim_outbox("kafka", "node-a", 190, 300)
+            .await
+            .unwrap(),
+        Some(0),
+        "the holder renews its own lease"
+    );
+    storage.advance_outbox("kafka", "node-a", 7).await.unwrap();
+    assert_eq!(
+        storage
+            .claim_outbox("kafka", "node-b", 299, 400)
+            .await
+            .unwrap(),
+        None,
+        "the renewed lease runs to 300"
+    );
+    assert_eq!(
+        storage
+            .claim_outbox("kafka", "node-b", 300, 400)
+            .await
+            .unwrap(),
+        Some(7),
+        "a lease that has run out goes to the next claimant, with the sink's cursor"
+    );
+    assert_eq!(
+        storage
+            .claim_outbox("kafka", "node-a", 350, 450)
+            .await
+            .unwrap(),
+        None,
+        "the former holder is now refused"
+    );
+    assert_eq!(
+        storage
+            .claim_outbox("webhook:cs-ops", "node-a", 350, 450)
+            .await
+            .unwrap(),
+        Some(0),
+        "each sink has its own lease and cursor"
+    );
+}
+
+async fn advance_outbox_by_a_holder_without_the_lease_is_fenced_and_moves_nothing(
+    storage: &dyn Storage,
+) {
+    assert_fenced(
+        storage.advance_outbox("kafka", "node-a", 3).await,
+        &["kafka", "node-a"],
+    );
+    assert_eq!(
+        storage
+            .claim_outbox("kafka", "node-a", 100, 200)
+            .await
+            .unwrap(),
+        Some(0),
+        "the refused advance stored no cursor"
+    );
+    storage.advance_outbox("kafka", "node-a", 5).await.unwrap();
+    assert_eq!(
+        storage
+            .claim_outbox("kafka", "node-b", 200, 300)
+            .await
+            .unwrap(),
+        Some(5)
+    );
+    assert_fenced(
+        storage.advance_outbox("kafka", "node-a", 9).await,
+        &["kafka", "node-a"],
+    );
+    storage.advance_outbox("kafka", "node-b", 6).await.unwrap();
+    assert_eq!(
+        storage
+            .claim_outbox("kafka", "node-b", 250, 350)
+            .await
+            .unwrap(),
+        Some(6),
+        "node-a's late advance changed nothing"
+    );
+}
+
+async fn purge_removes_only_outbox_events_older_than_the_cutoff_that_every_sink_has_delivered(
+    storage: &dyn Storage,
+) {
+    // With no sink at all nobody relays the outbox: age alone decides.
+    storage
+        .commit_batch(
+            &outbox_batch(1, vec![outbox_event("lp_0", "opened", 400)]),
+            500,
+        )
+        .await
+        .unwrap();
+    let counts = storage.purge(600, 0).await.unwrap();
+    assert_eq!(
+        counts,
+        PurgeCounts {
+            outbox: 1,
+            ..PurgeCounts::default()
+        }
+    );
+    assert!(storage.outbox_after(0, 10).await.unwrap().is_empty());
+
+    storage
+        .commit_batch(
+            &outbox_batch(
+                2,
+                vec![
+                    outbox_event("lp_1", "opened", 900),
+                    outbox_event("lp_2", "opened", 900),
+                    outbox_event("lp_3", "opened", 900),
+                ],
+            ),
+            1_000,
+        )
+        .await
+        .unwrap();
+    storage
+        .commit_batch(
+            &outbox_batch(3, vec![outbox_event("lp_4", "opened", 4_900)]),
+            5_000,
+        )
+        .await
+        .unwrap();
+    let ids = outbox_ids(storage).await;
+    assert_eq!(ids.len(), 4);
+    assert_eq!(
+        storage
+            .claim_outbox("kafka", "node-a", 0, 10_000)
+            .await
+            .unwrap(),
+        Some(0)
+    );
+    assert_eq!(
+        storage
+            .claim_outbox("webhook:cs-ops", "node-a", 0, 10_000)
+            .await
+            .unwrap(),
+        Some(0)
+    );
+    storage
+        .advance_outbox("kafka", "node-a", ids[0])
+        .await
+        .unwrap();
+    storage
+        .advance_outbox("webhook:cs-ops", "node-a", ids[1])
+        .await
+        .unwrap();
+
+    assert_eq!(
+        storage.purge(2_000, 0).await.unwrap().outbox,
+        1,
+        "only the first event is delivered by both sinks"
+    );
+    assert_eq!(outbox_ids(storage).await, ids[1..]);
+
+    storage
+        .advance_outbox("kafka", "node-a", ids[3])
+        .await
+        .unwrap();
+    storage
+        .advance_outbox("webhook:cs-ops", "node-a", ids[3])
+        .await
+        .unwrap();
+    assert_eq!(
+        storage.purge(5_000, 0).await.unwrap().outbox,
+        2,
+        "every event is delivered; the one created at the cutoff stays"
+    );
+    assert_eq!(outbox_ids(storage).await, ids[3..]);
+    assert_eq!(storage.purge(5_001, 0).await.unwrap().outbox, 1);
+    assert!(outbox_ids(storage).await.is_empty());
+
+    // The cursors survive the purge: new events are numbered after them, so the sinks relay them.
+    storage
+        .commit_batch(
+            &outbox_batch(4, vec![outbox_event("lp_5", "opened", 5_900)]),
+            6_000,
+        )
+        .await
+        .unwrap();
+    let next = outbox_ids(storage).await;
+    assert_eq!(next.len(), 1);
+    assert!(next[0] > ids[3], "ids are not reused after a purge");
+    assert_eq!(
+        storage
+            .claim_outbox("kafka", "node-a", 6_000, 10_000)
+            .await
+            .unwrap(),
+        Some(ids[3])
+    );
 }

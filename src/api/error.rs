@@ -24,6 +24,20 @@ pub enum ApiError {
     Storage(#[from] StorageError),
 }
 
+impl From<crate::ingest::IngestError> for ApiError {
+    fn from(error: crate::ingest::IngestError) -> ApiError {
+        match error {
+            crate::ingest::IngestError::Storage(error) => ApiError::Storage(error),
+            crate::ingest::IngestError::Kafka(error) => {
+                tracing::error!(error = %error, "The broker did not acknowledge a request's events.");
+                ApiError::Unavailable(
+                    "the event broker did not acknowledge the events; retry the request".to_owned(),
+                )
+            }
+        }
+    }
+}
+
 impl ApiError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::BadRequest {

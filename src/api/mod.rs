@@ -217,12 +217,18 @@ async fn post_events(
             .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
             .unwrap_or(limit)
             .min(limit);
-        // Duplicates count too: wait for everything logged so far, which includes their originals.
-        let target = match report.last_seq {
-            Some(seq) => seq,
-            None => state.inner.storage.log_head().await?,
+        let timeout = Duration::from_secs_f64(timeout);
+        let processed = if state.inner.ingestor.producer.is_some() {
+            wait_for_partitions(&state, &report.placed, timeout).await?
+        } else {
+            // Duplicates count too: wait for everything logged so far, which includes their
+            // originals.
+            let target = match report.last_seq {
+                Some(seq) => seq,
+                None => state.inner.storage.log_head().await?,
+            };
+            wait_for_offset(&state, target, timeout).await
         };
-        let processed = wait_for_offset(&state, target, Duration::from_secs_f64(timeout)).await;
         answer["processed"] = Value::Bool(processed);
     }
     let status = if report.accepted == 0 && report.duplicates == 0 && !report.rejected.is_empty() {
@@ -235,6 +241,54 @@ async fn post_events(
         StatusCode::OK
     };
     Ok((status, Json(answer)).into_response())
+}
+
+/// Distributed mode: waits until the offsets committed in the database (by whichever instances own
+/// the partitions) are past every placed event; false on timeout.
+async fn wait_for_partitions(
+    state: &AppState,
+    placed: &[crate::kafka::producer::Placed],
+    timeout: Duration,
+) -> Result<bool, ApiError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let stored = state.inner.storage.source_offsets().await?;
+        let done = placed.iter().all(|event| {
+            stored.iter().any(|offset| {
+                offset.topic == event.topic
+                    && offset.partition == event.partition
+                    && offset.next_offset > event.offset
+            })
+        });
+        if done {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until loop `id` has more than `history_len` history rows (an action was applied to it);
+/// false on timeout.
+async fn wait_for_history(
+    state: &AppState,
+    id: &str,
+    history_len: u32,
+    timeout: Duration,
+) -> Result<bool, ApiError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let record = state.inner.storage.loop_record(id).await?;
+        if record.is_some_and(|record| record.history_len > history_len) {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Waits until the processor has committed `target`; false on timeout.
@@ -507,12 +561,30 @@ async fn post_action(
         note: body.note.clone(),
         time,
     };
+    let timeout = Duration::from_secs(state.inner.config.settings.server.wait_timeout_secs);
+    if let Some(producer) = &state.inner.ingestor.producer {
+        // Distributed mode: whichever instance owns the loop's partition applies the action; its
+        // history row is how this one learns that it was applied.
+        let key = record.account_id.as_deref().unwrap_or(&record.key);
+        state
+            .inner
+            .ingestor
+            .produce_action(producer, &request, key)
+            .await?;
+        if !wait_for_history(&state, &id, record.history_len, timeout).await? {
+            return Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({"processed": false, "message": "the action is on the actions topic and will be applied; it was not processed in time"})),
+            )
+                .into_response());
+        }
+        return Ok(Json(loop_with_links(&state, &id).await?).into_response());
+    }
     let seq = state
         .inner
         .ingestor
         .append_action(&request, now_millis())
         .await?;
-    let timeout = Duration::from_secs(state.inner.config.settings.server.wait_timeout_secs);
     if !wait_for_offset(&state, seq, timeout).await {
         return Ok((
             StatusCode::ACCEPTED,

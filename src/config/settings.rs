@@ -14,6 +14,81 @@ pub struct Settings {
     pub log: LogSettings,
     #[serde(default)]
     pub journeys: JourneySettings,
+    #[serde(default)]
+    pub kafka: KafkaSettings,
+}
+
+/// The distributed mode's Kafka: where events come from and where loop events and dead letters go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSettings {
+    /// On, events are consumed from `topics` by the consumer group `group_id` (and `POST /v1/events`
+    /// produces to them) instead of going through the database's event log.
+    pub enabled: bool,
+    /// `bootstrap.servers`: comma-separated host:port pairs.
+    pub brokers: String,
+    pub group_id: String,
+    /// Topics consumed; an event's type decides which one `POST /v1/events` produces it to.
+    pub topics: KafkaTopics,
+    /// Extra librdkafka properties for the consumer (they win over sigloop's own choices).
+    pub consumer: std::collections::BTreeMap<String, String>,
+    /// Extra librdkafka properties for the producers.
+    pub producer: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaTopics {
+    pub tickets: String,
+    pub usage: String,
+    pub surveys: String,
+    pub accounts: String,
+    /// Operator actions (acknowledge, resolve, ...), keyed like the events of their loop's account.
+    pub actions: String,
+    /// Loop events out, from the outbox.
+    pub loops: String,
+    /// Rejected messages out, with the error in headers.
+    pub dead_letters: String,
+}
+
+impl Default for KafkaTopics {
+    fn default() -> Self {
+        KafkaTopics {
+            tickets: "sigloop.tickets".to_owned(),
+            usage: "sigloop.usage".to_owned(),
+            surveys: "sigloop.surveys".to_owned(),
+            accounts: "sigloop.accounts".to_owned(),
+            actions: "sigloop.actions".to_owned(),
+            loops: "sigloop.loops".to_owned(),
+            dead_letters: "sigloop.dead-letters".to_owned(),
+        }
+    }
+}
+
+impl KafkaTopics {
+    /// The topics the consumer group reads.
+    pub fn inbound(&self) -> [&str; 5] {
+        [
+            &self.tickets,
+            &self.usage,
+            &self.surveys,
+            &self.accounts,
+            &self.actions,
+        ]
+    }
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        KafkaSettings {
+            enabled: false,
+            brokers: "127.0.0.1:9092".to_owned(),
+            group_id: "sigloop".to_owned(),
+            topics: KafkaTopics::default(),
+            consumer: Default::default(),
+            producer: Default::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -55,16 +130,38 @@ pub enum Synchronous {
     Extra,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageBackend {
+    /// A SQLite file (`path`): the embedded mode.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database (`url`), which any number of instances can share.
+    Postgres,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageSettings {
+    #[serde(default)]
+    pub backend: StorageBackend,
     /// The SQLite file of the embedded mode.
     pub path: PathBuf,
+    /// The PostgreSQL connection URL, e.g. `postgres://sigloop@db:5432/sigloop`.
+    #[serde(default)]
+    pub url: String,
+    /// Largest number of PostgreSQL connections.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: u32,
     /// `full` (the default) makes every 2xx survive power loss.
     pub synchronous: Synchronous,
     /// Processed events and dead letters older than this are purged; also the duplicate-detection window.
     pub retention_days: u32,
     pub purge_interval_secs: u64,
+}
+
+fn default_pool_size() -> u32 {
+    16
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -130,6 +227,24 @@ impl Settings {
         }
         if self.storage.purge_interval_secs == 0 {
             problems.push("sigloop: storage.purge_interval_secs must be at least 1".to_owned());
+        }
+        if self.storage.backend == StorageBackend::Postgres && self.storage.url.is_empty() {
+            problems.push(
+                "sigloop: storage.url must be set when storage.backend is postgres".to_owned(),
+            );
+        }
+        if self.storage.pool_size == 0 {
+            problems.push("sigloop: storage.pool_size must be at least 1".to_owned());
+        }
+        if self.kafka.enabled && self.kafka.brokers.trim().is_empty() {
+            problems
+                .push("sigloop: kafka.brokers must be set when kafka.enabled is true".to_owned());
+        }
+        if self.kafka.enabled && self.storage.backend != StorageBackend::Postgres {
+            problems.push(
+                "sigloop: kafka.enabled needs storage.backend = \"postgres\" (instances share it)"
+                    .to_owned(),
+            );
         }
         if self.journeys.retention_days == 0 {
             problems.push("sigloop: journeys.retention_days must be at least 1".to_owned());

@@ -13,6 +13,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::decode::{self, Rejection, RejectionCode};
+use crate::kafka::producer::{EventProducer, OutgoingEvent};
 use crate::pipeline::core::{ActionRequest, EntryKind};
 use crate::storage::{AppendEntry, NewDeadLetter, Storage, StorageError};
 use crate::telemetry::Metrics;
@@ -34,6 +35,9 @@ pub struct IngestReport {
     /// The largest log sequence number this request appended.
     #[serde(skip)]
     pub last_seq: Option<i64>,
+    /// Distributed mode: where the broker put each accepted event.
+    #[serde(skip)]
+    pub placed: Vec<crate::kafka::producer::Placed>,
 }
 
 /// Source of operator actions in the log.
@@ -44,19 +48,34 @@ pub struct Ingestor {
     pub storage: Arc<dyn Storage>,
     pub metrics: Arc<Metrics>,
     pub appended: Arc<Notify>,
+    /// The distributed mode's log is Kafka: accepted events and actions are produced there.
+    pub producer: Option<Arc<EventProducer>>,
+}
+
+/// Why an ingest wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("the broker did not acknowledge the events: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
 }
 
 impl Ingestor {
     /// Validates `items` (raw JSON of one event each) and appends the valid ones durably. Returns
     /// only after the commit; a storage error means nothing of the request was written.
+    ///
+    /// In the distributed mode the valid events are produced to Kafka instead, and this returns once
+    /// the broker acknowledged every one (acks=all); duplicates are not known at this point.
     pub async fn ingest(
         &self,
         items: &[&[u8]],
         transport: &str,
         received_at: i64,
-    ) -> Result<IngestReport, StorageError> {
+    ) -> Result<IngestReport, IngestError> {
         let mut report = IngestReport::default();
         let mut entries = Vec::with_capacity(items.len());
+        let mut keys = Vec::with_capacity(items.len());
         let mut dead_letters = Vec::new();
         for (index, item) in items.iter().enumerate() {
             let decoded =
@@ -70,6 +89,7 @@ impl Ingestor {
                 });
             match decoded {
                 Ok((event, text)) => {
+                    keys.push((event.event_type(), event.account_id().as_str().to_owned()));
                     entries.push(AppendEntry {
                         kind: EntryKind::Event,
                         event_type: event.event_type().as_str().to_owned(),
@@ -100,6 +120,19 @@ impl Ingestor {
         }
         if entries.is_empty() && dead_letters.is_empty() {
             return Ok(report);
+        }
+        if let Some(producer) = &self.producer {
+            return self
+                .produce(
+                    producer,
+                    &entries,
+                    &keys,
+                    &dead_letters,
+                    report,
+                    transport,
+                    received_at,
+                )
+                .await;
         }
         let started = Instant::now();
         let outcome = self
@@ -136,6 +169,66 @@ impl Ingestor {
             self.appended.notify_one();
         }
         Ok(report)
+    }
+
+    /// The distributed mode's half of [`Ingestor::ingest`]: dead letters into the database, valid
+    /// events to Kafka.
+    #[allow(clippy::too_many_arguments)]
+    async fn produce(
+        &self,
+        producer: &EventProducer,
+        entries: &[AppendEntry],
+        keys: &[(crate::domain::EventType, String)],
+        dead_letters: &[NewDeadLetter],
+        mut report: IngestReport,
+        transport: &str,
+        received_at: i64,
+    ) -> Result<IngestReport, IngestError> {
+        if !dead_letters.is_empty() {
+            self.storage.append(&[], dead_letters, received_at).await?;
+        }
+        let events: Vec<OutgoingEvent<'_>> = entries
+            .iter()
+            .zip(keys)
+            .map(|(entry, (event_type, key))| OutgoingEvent {
+                event_type: *event_type,
+                account_id: key,
+                payload: &entry.payload,
+            })
+            .collect();
+        let started = Instant::now();
+        report.placed = producer.produce_events(&events).await?;
+        self.metrics
+            .append_seconds
+            .observe(started.elapsed().as_secs_f64());
+        report.accepted = events.len();
+        for entry in entries {
+            self.metrics
+                .events_in
+                .with_label_values(&[&entry.event_type, transport])
+                .inc();
+        }
+        for rejected in &report.rejected {
+            self.metrics
+                .events_rejected
+                .with_label_values(&[rejected.code.as_str()])
+                .inc();
+        }
+        Ok(report)
+    }
+
+    /// The distributed mode's [`Ingestor::append_action`]: produces the action to the actions topic
+    /// under `key` (the loop's account, or its key for a journey loop), so that it is ordered with
+    /// the account's events, and returns once the broker acknowledged it.
+    pub async fn produce_action(
+        &self,
+        producer: &EventProducer,
+        request: &ActionRequest,
+        key: &str,
+    ) -> Result<(), IngestError> {
+        let payload = serde_json::to_string(request).expect("actions serialize");
+        producer.produce_action(key, &payload).await?;
+        Ok(())
     }
 
     /// Appends an operator action to the log; returns its sequence number.

@@ -290,7 +290,36 @@ pub struct BatchEffects {
     pub milestones: Vec<(AccountId, String, Millis)>,
     pub action_outcomes: Vec<(i64, ActionOutcome)>,
     pub failed: Vec<FailedEntry>,
+    /// Loop events for the outbox (Kafka's `sigloop.loops`, webhooks), in the order they happened.
+    pub outbox: Vec<OutboxEvent>,
+    /// In the distributed mode, how far the batch moves each Kafka partition it read.
+    pub source_offsets: Vec<OffsetAdvance>,
     pub stats: BatchStats,
+}
+
+/// A batch moves one partition's committed position from `from` (what the batch started from:
+/// `None` when nothing was stored) to `to`, the next offset to read. Storage commits it only if the
+/// stored position is still `from`, so that an instance that lost the partition cannot overwrite
+/// the new owner's progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetAdvance {
+    pub topic: String,
+    pub partition: i32,
+    pub from: Option<i64>,
+    pub to: i64,
+}
+
+/// One loop event, as published on the loops topic and to webhooks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutboxEvent {
+    pub loop_id: String,
+    pub loop_key: String,
+    pub account_id: Option<String>,
+    /// `opened`, `joined`, `state_changed`, `breached`, `reopened` or `closed`.
+    pub event: String,
+    pub at: Millis,
+    /// The event as JSON.
+    pub payload: String,
 }
 
 /// The decision trace of a loop: why it is on this queue, with this owner.
@@ -401,6 +430,8 @@ pub struct Core {
     time: TimeDetectors,
     /// `None` when journeys are off (`[journeys] enabled = false`).
     journeys: Option<JourneyDetectors>,
+    /// Whether batches carry loop events for the outbox (someone relays them: the distributed mode).
+    outbox: bool,
     config_version: String,
 }
 
@@ -437,6 +468,7 @@ impl Core {
                 .journeys
                 .enabled
                 .then(|| JourneyDetectors::new(&config.signals)),
+            outbox: config.settings.kafka.enabled,
             config_version: config.version.clone(),
         })
     }
@@ -525,6 +557,9 @@ impl Core {
         }
         effects.offset = state.offset;
         effects.clock = state.clock;
+        if self.outbox {
+            effects.outbox = outbox::events(&effects);
+        }
         effects
     }
 
@@ -1944,5 +1979,8 @@ impl<'a> Origin<'a> {
     }
 }
 
+mod outbox;
 #[cfg(test)]
 mod tests;
+
+pub use outbox::DEAD_LETTER;

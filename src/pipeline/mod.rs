@@ -5,6 +5,7 @@
 //! publish the offset, so `?wait=true` callers and action requests see effects that are durable.
 
 pub mod core;
+mod feed;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -78,7 +79,7 @@ impl Processor {
                 Err(error) => {
                     tracing::error!(error = %error, "Failed to read the event log; retrying.");
                     if let Some(commit) = in_flight.take() {
-                        if !self.finish(commit).await {
+                        if self.finish(commit).await.is_none() {
                             self.reload().await;
                         }
                     }
@@ -96,7 +97,7 @@ impl Processor {
             };
             if entries.is_empty() && !timer_due {
                 if let Some(commit) = in_flight.take() {
-                    if self.finish(commit).await {
+                    if self.finish(commit).await.is_some() {
                         failures = 0;
                     } else {
                         self.reload().await;
@@ -133,7 +134,7 @@ impl Processor {
             .expect("the pure core does not panic");
             let process_elapsed = process_started.elapsed();
             if let Some(commit) = in_flight.take() {
-                if !self.finish(commit).await {
+                if self.finish(commit).await.is_none() {
                     // This batch was processed on top of effects that did not commit: drop both.
                     self.reload().await;
                     self.back_off(&mut failures, &shutdown).await;
@@ -167,13 +168,14 @@ impl Processor {
         tracing::info!("The processor stopped after its last committed batch.");
     }
 
-    /// Waits for a commit; on success publishes its offset. False when it failed.
-    async fn finish(&self, commit: InFlight) -> bool {
+    /// Waits for a commit; on success publishes its offset and returns the committed effects.
+    /// `None` when it failed.
+    async fn finish(&self, commit: InFlight) -> Option<BatchEffects> {
         let (effects, result) = match commit.handle.await {
             Ok(outcome) => outcome,
             Err(error) => {
                 tracing::error!(error = %error, "A batch commit task failed.");
-                return false;
+                return None;
             }
         };
         match result {
@@ -187,11 +189,11 @@ impl Processor {
                 self.committed.send_replace(effects.offset);
                 self.stalled
                     .store(false, std::sync::atomic::Ordering::Relaxed);
-                true
+                Some(effects)
             }
             Err(error) => {
                 tracing::error!(error = %error, "Failed to commit a batch; reloading the committed state and retrying.");
-                false
+                None
             }
         }
     }

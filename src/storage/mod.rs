@@ -4,12 +4,14 @@
 //! PostgreSQL backend of the distributed mode implements the same trait and passes the same
 //! conformance suite, `tests/storage_conformance.rs`).
 
+mod postgres;
 mod sqlite;
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+pub use postgres::PostgresStorage;
 pub use sqlite::SqliteStorage;
 
 use crate::config::routes::SignalKind;
@@ -18,7 +20,9 @@ use crate::domain::Millis;
 use crate::journey::{Figures, JourneySnapshot};
 use crate::kpi::LoopTiming;
 use crate::loops::{EvidenceRow, HistoryRow, LoopRecord, LoopState};
-use crate::pipeline::core::{BatchEffects, CoreState, EntryKind, LogEntry, SignalRow};
+use crate::pipeline::core::{
+    BatchEffects, CoreState, EntryKind, LogEntry, OutboxEvent, SignalRow,
+};
 use crate::route::Account;
 
 /// Raw inputs kept with a dead letter are cut to this many bytes.
@@ -32,6 +36,26 @@ pub enum StorageError {
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("stored row is corrupt: {0}")]
     Corrupt(String),
+    /// Another instance moved on: a partition's stored offset is no longer where the batch started,
+    /// or an outbox lease is held by someone else. Nothing of the call was written.
+    #[error("fenced: {0}")]
+    Fenced(String),
+}
+
+/// A partition's committed position: the next offset to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub next_offset: i64,
+}
+
+/// A stored loop event, numbered in commit order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub created_at: Millis,
+    pub event: OutboxEvent,
 }
 
 /// One entry to append to the log.
@@ -212,6 +236,7 @@ pub struct PurgeCounts {
     pub events: u64,
     pub dead_letters: u64,
     pub journey_buckets: u64,
+    pub outbox: u64,
 }
 
 /// Everything sigloop stores. Each method is one transaction.
@@ -234,15 +259,19 @@ pub trait Storage: Send + Sync + 'static {
     /// The processor's committed state (with the newest generation of each loop key).
     async fn load_state(&self) -> Result<CoreState, StorageError>;
 
-    /// Commits one batch's effects and the processor's new offset together.
+    /// Commits one batch's effects and the processor's new offset together, with the batch's
+    /// outbox events (numbered after every committed one) and its Kafka offset advances. An advance
+    /// whose `from` is not the stored position fails the whole call with [`StorageError::Fenced`].
     async fn commit_batch(
         &self,
         effects: &BatchEffects,
         committed_at: Millis,
     ) -> Result<(), StorageError>;
 
-    /// Deletes processed log entries and dead letters received before `cutoff`, and journey buckets
-    /// (with their account sets and fired markers) whose window started before `journey_cutoff`.
+    /// Deletes processed log entries and dead letters received before `cutoff`, journey buckets
+    /// (with their account sets and fired markers) whose window started before `journey_cutoff`, and
+    /// outbox events created before `cutoff` that every sink with a cursor has delivered (all of
+    /// them when no sink has one).
     async fn purge(
         &self,
         cutoff: Millis,
@@ -279,6 +308,32 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<Vec<DeadLetterRow>, StorageError>;
     /// Every loop with its trace, history and evidence, sorted by key and generation.
     async fn export(&self) -> Result<Vec<LoopDetail>, StorageError>;
+    /// Every partition's committed position (the distributed mode's consumer offsets).
+    async fn source_offsets(&self) -> Result<Vec<StoredOffset>, StorageError>;
+
+    /// Outbox events with an id above `after`, in id order (which is commit order), at most `limit`.
+    async fn outbox_after(&self, after: i64, limit: u32) -> Result<Vec<OutboxRow>, StorageError>;
+
+    /// Takes or renews the lease of the outbox sink `sink` (say `kafka` or `webhook:cs-ops`) for
+    /// `holder` until `lease_until`, and returns the id up to which the sink has delivered (0 when
+    /// never). `None` when another holder's lease runs past `now`: only one instance relays a sink.
+    async fn claim_outbox(
+        &self,
+        sink: &str,
+        holder: &str,
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Option<i64>, StorageError>;
+
+    /// Records that `sink` delivered every event up to `delivered`; [`StorageError::Fenced`] when
+    /// `holder` no longer holds its lease.
+    async fn advance_outbox(
+        &self,
+        sink: &str,
+        holder: &str,
+        delivered: i64,
+    ) -> Result<(), StorageError>;
+
     /// Cheap round trip for readiness.
     async fn ping(&self) -> Result<(), StorageError>;
 }

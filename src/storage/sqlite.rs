@@ -18,8 +18,9 @@ use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite};
 
 use super::{
     AccountView, AppendEntry, AppendOutcome, DeadLetterRow, JourneyDimension, JourneyGroup,
-    JourneyQuery, LinkedLoop, LoopDetail, LoopFilter, LoopPage, NewDeadLetter, PurgeCounts,
-    QueueSummary, StageSignals, Storage, StorageError, MAX_DEAD_LETTER_PAYLOAD,
+    JourneyQuery, LinkedLoop, LoopDetail, LoopFilter, LoopPage, NewDeadLetter, OutboxRow,
+    PurgeCounts, QueueSummary, StageSignals, Storage, StorageError, StoredOffset,
+    MAX_DEAD_LETTER_PAYLOAD,
 };
 use crate::config::routes::SignalKind;
 use crate::config::settings::Synchronous;
@@ -30,7 +31,9 @@ use crate::domain::{AccountId, Millis};
 use crate::journey::{BucketKey, Figures, FiredRow, JourneySnapshot};
 use crate::kpi::LoopTiming;
 use crate::loops::{CloseReason, EvidenceRow, HistoryRow, LinkRow, LoopRecord, LoopState};
-use crate::pipeline::core::{BatchEffects, CoreState, EntryKind, LogEntry, SignalRow};
+use crate::pipeline::core::{
+    BatchEffects, CoreState, EntryKind, LogEntry, OffsetAdvance, OutboxEvent, SignalRow,
+};
 use crate::route::Account;
 
 const PROCESSOR: &str = "processor";
@@ -107,6 +110,25 @@ impl SqliteStorage {
 
 fn corrupt(what: &str, error: impl std::fmt::Display) -> StorageError {
     StorageError::Corrupt(format!("{what}: {error}"))
+}
+
+/// The error of an offset advance whose `from` is not the stored position: another instance owns
+/// the partition now (or a batch was committed twice).
+fn fenced_offset(advance: &OffsetAdvance) -> StorageError {
+    let expected = advance.from.map_or_else(
+        || "no stored offset".to_owned(),
+        |from| format!("offset {from}"),
+    );
+    StorageError::Fenced(format!(
+        "partition {} of topic {} is no longer at {expected}",
+        advance.partition, advance.topic
+    ))
+}
+
+fn fenced_lease(sink: &str, holder: &str) -> StorageError {
+    StorageError::Fenced(format!(
+        "{holder} does not hold the lease of outbox sink {sink}"
+    ))
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> String {
@@ -534,6 +556,33 @@ impl Storage for SqliteStorage {
         committed_at: Millis,
     ) -> Result<(), StorageError> {
         let mut transaction = self.writer.begin().await?;
+        // First, so that a fenced batch stops before writing anything (the transaction rolls back
+        // when it is dropped).
+        for advance in &effects.source_offsets {
+            let applied = match advance.from {
+                Some(from) => sqlx::query(
+                    "UPDATE source_offsets SET next_offset = ? \
+                     WHERE topic = ? AND partition = ? AND next_offset = ?",
+                )
+                .bind(advance.to)
+                .bind(&advance.topic)
+                .bind(advance.partition)
+                .bind(from),
+                None => sqlx::query(
+                    "INSERT INTO source_offsets (next_offset, topic, partition) VALUES (?, ?, ?) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(advance.to)
+                .bind(&advance.topic)
+                .bind(advance.partition),
+            }
+            .execute(&mut *transaction)
+            .await?
+            .rows_affected();
+            if applied != 1 {
+                return Err(fenced_offset(advance));
+            }
+        }
         let accounts: Vec<&Account> = effects.accounts.values().collect();
         for chunk in accounts.chunks(ROWS_PER_STATEMENT) {
             let mut builder: QueryBuilder<Sqlite> =
@@ -799,6 +848,22 @@ impl Storage for SqliteStorage {
             insert_dead_letters(&mut builder, chunk, committed_at);
             builder.build().execute(&mut *transaction).await?;
         }
+        // One writer: AUTOINCREMENT hands out ids in commit order with no lock of our own.
+        for chunk in effects.outbox.chunks(ROWS_PER_STATEMENT) {
+            let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO outbox (created_at, loop_id, loop_key, account_id, event, at, payload) ",
+            );
+            builder.push_values(chunk, |mut row, event: &OutboxEvent| {
+                row.push_bind(committed_at)
+                    .push_bind(&event.loop_id)
+                    .push_bind(&event.loop_key)
+                    .push_bind(&event.account_id)
+                    .push_bind(&event.event)
+                    .push_bind(event.at)
+                    .push_bind(&event.payload);
+            });
+            builder.build().execute(&mut *transaction).await?;
+        }
         sqlx::query(
             "INSERT INTO processor_state (name, offset_seq, clock) VALUES (?, ?, ?) \
              ON CONFLICT (name) DO UPDATE SET offset_seq = excluded.offset_seq, clock = excluded.clock",
@@ -859,11 +924,22 @@ impl Storage for SqliteStorage {
                 .execute(&mut *transaction)
                 .await?;
         }
+        // Only what every sink with a cursor has delivered (ids below the smallest cursor); with no
+        // sink at all, nobody relays the outbox and age alone decides.
+        let outbox = sqlx::query(
+            "DELETE FROM outbox WHERE created_at < ? AND id <= \
+             COALESCE((SELECT MIN(delivered) FROM outbox_sinks), 9223372036854775807)",
+        )
+        .bind(cutoff)
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
         transaction.commit().await?;
         Ok(PurgeCounts {
             events,
             dead_letters,
             journey_buckets,
+            outbox,
         })
     }
 
@@ -1325,6 +1401,96 @@ impl Storage for SqliteStorage {
             }
         }
         Ok(groups)
+    }
+
+    async fn source_offsets(&self) -> Result<Vec<StoredOffset>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT topic, partition, next_offset FROM source_offsets ORDER BY topic, partition",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredOffset {
+                    topic: row.try_get("topic")?,
+                    partition: row.try_get("partition")?,
+                    next_offset: row.try_get("next_offset")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn outbox_after(&self, after: i64, limit: u32) -> Result<Vec<OutboxRow>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT id, created_at, loop_id, loop_key, account_id, event, at, payload FROM outbox \
+             WHERE id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(OutboxRow {
+                    id: row.try_get("id")?,
+                    created_at: row.try_get("created_at")?,
+                    event: OutboxEvent {
+                        loop_id: row.try_get("loop_id")?,
+                        loop_key: row.try_get("loop_key")?,
+                        account_id: row.try_get("account_id")?,
+                        event: row.try_get("event")?,
+                        at: row.try_get("at")?,
+                        payload: row.try_get("payload")?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn claim_outbox(
+        &self,
+        sink: &str,
+        holder: &str,
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Option<i64>, StorageError> {
+        // One statement, so the check and the take cannot interleave with another claim: the
+        // update applies only to the holder's own lease or to one that has run out.
+        let delivered: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO outbox_sinks (sink, delivered, holder, lease_until) VALUES (?1, 0, ?2, ?4) \
+             ON CONFLICT (sink) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until \
+             WHERE outbox_sinks.holder = excluded.holder OR outbox_sinks.lease_until <= ?3 \
+             RETURNING delivered",
+        )
+        .bind(sink)
+        .bind(holder)
+        .bind(now)
+        .bind(lease_until)
+        .fetch_optional(&self.writer)
+        .await?;
+        Ok(delivered)
+    }
+
+    async fn advance_outbox(
+        &self,
+        sink: &str,
+        holder: &str,
+        delivered: i64,
+    ) -> Result<(), StorageError> {
+        // MAX: a cursor never moves back, so purge can trust it.
+        let updated = sqlx::query(
+            "UPDATE outbox_sinks SET delivered = MAX(delivered, ?) WHERE sink = ? AND holder = ?",
+        )
+        .bind(delivered)
+        .bind(sink)
+        .bind(holder)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(fenced_lease(sink, holder));
+        }
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StorageError> {

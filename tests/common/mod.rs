@@ -49,6 +49,16 @@ impl TestApp {
         TestApp::spawn_with(&[]).await
     }
 
+    /// The application in the distributed mode: the given broker and a fresh PostgreSQL schema.
+    pub async fn spawn_distributed(brokers: &str, postgres_url: &str) -> TestApp {
+        let overrides = distributed(brokers, postgres_url);
+        let pairs: Vec<(&str, &str)> = overrides
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .collect();
+        TestApp::spawn_with(&pairs).await
+    }
+
     pub async fn spawn_with(overrides: &[(&str, &str)]) -> TestApp {
         let directory = tempfile::tempdir().expect("temporary directory");
         let db_path = directory.path().join("sigloop.db");
@@ -389,4 +399,64 @@ pub fn parse_lines(text: &str) -> Vec<Value> {
                 .unwrap_or_else(|error| panic!("line {} is not JSON ({error}): {line}", index + 1))
         })
         .collect()
+}
+
+/// The PostgreSQL database the tests use: `SIGLOOP_TEST_POSTGRES_URL`, else the machine's `test`.
+pub fn postgres_base_url() -> String {
+    std::env::var("SIGLOOP_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A fresh, empty schema in the test database and a URL whose connections use it, so that every
+/// test (and every process of one test) starts from nothing. Fails the test when PostgreSQL cannot
+/// be reached: the suite needs it.
+pub async fn fresh_postgres_url() -> String {
+    use sqlx::Connection;
+    let base = postgres_base_url();
+    let mut connection = sqlx::PgConnection::connect(&base)
+        .await
+        .unwrap_or_else(|error| panic!("PostgreSQL at {base} is needed by this test: {error}"));
+    let schema = format!("t_{}_{:016x}", std::process::id(), rand::random::<u64>());
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut connection)
+        .await
+        .expect("the test schema is created");
+    let separator = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{separator}options[search_path]={schema}")
+}
+
+/// An in-process Kafka-protocol broker (librdkafka's mock cluster) with sigloop's topics created,
+/// `partitions` each.
+pub fn mock_kafka(
+    partitions: i32,
+) -> rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("the mock cluster starts");
+    for topic in [
+        "sigloop.tickets",
+        "sigloop.usage",
+        "sigloop.surveys",
+        "sigloop.accounts",
+        "sigloop.actions",
+        "sigloop.loops",
+        "sigloop.dead-letters",
+    ] {
+        cluster
+            .create_topic(topic, partitions, 1)
+            .expect("the topic is created");
+    }
+    cluster
+}
+
+/// Overrides that put the application in the distributed mode on `brokers` and `postgres_url`.
+pub fn distributed(brokers: &str, postgres_url: &str) -> Vec<(String, String)> {
+    vec![
+        ("SIGLOOP__KAFKA__ENABLED".to_owned(), "true".to_owned()),
+        ("SIGLOOP__KAFKA__BROKERS".to_owned(), brokers.to_owned()),
+        (
+            "SIGLOOP__STORAGE__BACKEND".to_owned(),
+            "postgres".to_owned(),
+        ),
+        ("SIGLOOP__STORAGE__URL".to_owned(), postgres_url.to_owned()),
+        ("SIGLOOP__STORAGE__POOL_SIZE".to_owned(), "4".to_owned()),
+    ]
 }

@@ -1,0 +1,217 @@
+//! The processor in the distributed mode: batches come from the Kafka consumer thread instead of
+//! the log table, and each commit carries the partitions' new offsets.
+//!
+//! The core, the pipelined commit and the reload after a failure are the embedded processor's. What
+//! differs is where reading resumes: a failed commit bumps the seek epoch so that the consumer thread
+//! goes back to the stored offsets (and batches it read before are dropped), and a rebalance goes
+//! through here so that revoked partitions are committed before they are released and assigned ones
+//! start from the database's offsets, with the state reloaded.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::core::{BatchClock, OffsetAdvance};
+use super::{now_millis, InFlight, Processor};
+use crate::config::settings::ClockMode;
+use crate::kafka::source::{Feed, FeedBatch, Partition, SourceShared};
+use crate::storage::StoredOffset;
+
+enum Step {
+    Feed(Feed),
+    Idle,
+    Closed,
+}
+
+impl Processor {
+    /// Runs until the consumer thread has left the group and closed the feed; a batch in flight is
+    /// committed before it returns.
+    pub async fn run_feed(self, mut feed: mpsc::Receiver<Feed>, source: Arc<SourceShared>) {
+        let idle = Duration::from_millis(self.settings.batch_millis.max(1));
+        let mut failures: u32 = 0;
+        let mut in_flight: Option<InFlight> = None;
+        let mut epoch = source.epoch.load(Ordering::SeqCst);
+        // Where processing has got to in each partition this instance owns: the `from` of the
+        // next advance (`None` while nothing is stored for it).
+        let mut positions: BTreeMap<Partition, Option<i64>> = BTreeMap::new();
+        loop {
+            let step = tokio::select! {
+                next = feed.recv() => next.map_or(Step::Closed, Step::Feed),
+                _ = tokio::time::sleep(idle) => Step::Idle,
+            };
+            let batch = match step {
+                Step::Closed => break,
+                Step::Feed(Feed::Batch(batch)) => {
+                    if batch.epoch != epoch {
+                        // Read before the seek back that a failed commit asked for.
+                        continue;
+                    }
+                    batch
+                }
+                Step::Feed(Feed::Revoked { done }) => {
+                    if let Some(commit) = in_flight.take() {
+                        self.settle(commit, &source, &mut epoch, &mut positions)
+                            .await;
+                    }
+                    positions.clear();
+                    source.forget(&self.metrics);
+                    let _ = done.send(());
+                    continue;
+                }
+                Step::Feed(Feed::Assigned { partitions, reply }) => {
+                    if let Some(commit) = in_flight.take() {
+                        self.settle(commit, &source, &mut epoch, &mut positions)
+                            .await;
+                    }
+                    // Another instance may have moved these accounts on since this one last saw them.
+                    self.reload().await;
+                    let stored = self.stored_offsets().await;
+                    positions = partitions
+                        .into_iter()
+                        .map(|partition| {
+                            let next = stored_position(&stored, &partition);
+                            (partition, next)
+                        })
+                        .collect();
+                    let _ = reply.send(stored);
+                    continue;
+                }
+                Step::Idle => {
+                    if let Some(commit) = in_flight.take() {
+                        if !self
+                            .settle(commit, &source, &mut epoch, &mut positions)
+                            .await
+                        {
+                            self.back_off(&mut failures, &CancellationToken::new())
+                                .await;
+                        }
+                        continue;
+                    }
+                    let timer_due = self.clock_mode == ClockMode::Live && {
+                        let state = self.state.lock().expect("core state lock");
+                        self.core
+                            .next_timer(&state)
+                            .is_some_and(|due| due <= now_millis())
+                    };
+                    if !timer_due {
+                        continue;
+                    }
+                    FeedBatch {
+                        epoch,
+                        entries: Vec::new(),
+                        ends: BTreeMap::new(),
+                    }
+                }
+            };
+            let clock = match self.clock_mode {
+                ClockMode::Live => BatchClock::Live(now_millis()),
+                ClockMode::EventTime => BatchClock::EventTime,
+            };
+            let core = Arc::clone(&self.core);
+            let state = Arc::clone(&self.state);
+            let batch_len = batch.entries.len();
+            let entries = batch.entries;
+            let mut effects = tokio::task::spawn_blocking(move || {
+                let mut state = state.lock().expect("core state lock");
+                core.process_batch(&mut state, &entries, clock)
+            })
+            .await
+            .expect("the pure core does not panic");
+            effects.source_offsets = batch
+                .ends
+                .into_iter()
+                .map(|(partition, next)| {
+                    let from = positions.insert(partition.clone(), Some(next)).flatten();
+                    OffsetAdvance {
+                        topic: partition.0,
+                        partition: partition.1,
+                        from,
+                        to: next,
+                    }
+                })
+                .collect();
+            if let Some(commit) = in_flight.take() {
+                if !self
+                    .settle(commit, &source, &mut epoch, &mut positions)
+                    .await
+                {
+                    // This batch was processed on top of effects that did not commit; `settle`
+                    // reloaded the state and asked the consumer to read it again.
+                    self.back_off(&mut failures, &CancellationToken::new())
+                        .await;
+                    continue;
+                }
+                failures = 0;
+            }
+            let storage = Arc::clone(&self.storage);
+            let started = Instant::now();
+            let handle = tokio::spawn(async move {
+                let result = storage.commit_batch(&effects, now_millis()).await;
+                (effects, result)
+            });
+            in_flight = Some(InFlight {
+                handle,
+                started,
+                batch_len,
+            });
+        }
+        if let Some(commit) = in_flight.take() {
+            self.settle(commit, &source, &mut epoch, &mut positions)
+                .await;
+        }
+        tracing::info!("The processor stopped after its last committed batch.");
+    }
+
+    /// Waits for a commit. On success records the partitions' committed offsets; on failure puts
+    /// the committed state back and sends the consumer back to the stored offsets under a new epoch.
+    async fn settle(
+        &self,
+        commit: InFlight,
+        source: &SourceShared,
+        epoch: &mut u64,
+        positions: &mut BTreeMap<Partition, Option<i64>>,
+    ) -> bool {
+        if let Some(effects) = self.finish(commit).await {
+            let committed: Vec<(Partition, i64)> = effects
+                .source_offsets
+                .iter()
+                .map(|advance| ((advance.topic.clone(), advance.partition), advance.to))
+                .collect();
+            source.committed(&committed, &self.metrics);
+            return true;
+        }
+        self.reload().await;
+        let stored = self.stored_offsets().await;
+        for (partition, position) in positions.iter_mut() {
+            *position = stored_position(&stored, partition);
+        }
+        *source.reseek.lock().expect("reseek lock") = stored;
+        *epoch += 1;
+        source.epoch.store(*epoch, Ordering::SeqCst);
+        false
+    }
+
+    /// The stored offsets, retried until storage answers: without them nothing can be read.
+    async fn stored_offsets(&self) -> Vec<StoredOffset> {
+        loop {
+            match self.storage.source_offsets().await {
+                Ok(stored) => return stored,
+                Err(error) => {
+                    tracing::error!(error = %error, "Failed to read the stored offsets; retrying.");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+}
+
+fn stored_position(stored: &[StoredOffset], partition: &Partition) -> Option<i64> {
+    stored
+        .iter()
+        .find(|offset| offset.topic == partition.0 && offset.partition == partition.1)
+        .map(|offset| offset.next_offset)
+}

@@ -1,0 +1,345 @@
+//! The distributed mode through its real boundaries: a Kafka-protocol broker (librdkafka's mock
+//! cluster, in process, over TCP), a real PostgreSQL (a fresh schema per test), and the application
+//! spoken to over HTTP. Events reach the processor only through the consumer group; offsets live in
+//! PostgreSQL.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{account, event, fresh_postgres_url, mock_kafka, nps, ticket, TestApp};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use serde_json::{json, Value};
+
+/// Every message of `topic` from the beginning, read until `count` have arrived (or 20 s pass).
+fn read_topic(
+    brokers: &str,
+    topic: &str,
+    count: usize,
+) -> Vec<(Option<String>, Value, Vec<(String, String)>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("test-reader-{}", rand::random::<u64>()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("the reader is created");
+    consumer.subscribe(&[topic]).expect("the reader subscribes");
+    let started = Instant::now();
+    let mut messages = Vec::new();
+    while messages.len() < count && started.elapsed() < Duration::from_secs(20) {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            let key = message
+                .key()
+                .map(|key| String::from_utf8_lossy(key).into_owned());
+            let value = message
+                .payload()
+                .map(|payload| {
+                    serde_json::from_slice(payload).unwrap_or_else(|_| {
+                        Value::String(String::from_utf8_lossy(payload).into_owned())
+                    })
+                })
+                .unwrap_or(Value::Null);
+            let headers = message
+                .headers()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .map(|header| {
+                            (
+                                header.key.to_owned(),
+                                header
+                                    .value
+                                    .map(|value| String::from_utf8_lossy(value).into_owned())
+                                    .unwrap_or_default(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            messages.push((key, value, headers));
+        }
+    }
+    messages
+}
+
+async fn produce_raw(
+    brokers: &str,
+    topic: &str,
+    key: &str,
+    value: &[u8],
+    headers: &[(&str, &str)],
+) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("the producer is created");
+    let mut owned = OwnedHeaders::new();
+    for (name, value) in headers {
+        owned = owned.insert(Header {
+            key: name,
+            value: Some(*value),
+        });
+    }
+    producer
+        .send(
+            FutureRecord::to(topic)
+                .key(key)
+                .payload(value)
+                .headers(owned),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("the broker takes the message");
+}
+
+/// Polls `GET /v1/loops?query` until `expected` loops are listed (or 20 s pass).
+async fn wait_for_loops(app: &TestApp, query: &str, expected: usize) -> Vec<Value> {
+    let started = Instant::now();
+    loop {
+        let loops = app.loops(query).await;
+        if loops.len() >= expected || started.elapsed() > Duration::from_secs(20) {
+            return loops;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_posted_in_the_distributed_mode_go_through_kafka_and_become_loops_in_postgresql() {
+    let kafka = mock_kafka(4);
+    let brokers = kafka.bootstrap_servers();
+    let app = TestApp::spawn_distributed(&brokers, &fresh_postgres_url().await).await;
+    // Across topics Kafka keeps no order, so the directory entry goes first and is waited for.
+    let body = app
+        .ingest(&[account("acct-ent", "enterprise", Some("ana.lima"))])
+        .await;
+    assert_eq!(body["accepted"], 1, "{body}");
+    app.ingest(&[nps(
+        "det-1",
+        "acct-ent",
+        3,
+        10,
+        Some("Onboarding took forever and nobody helped"),
+    )])
+    .await;
+    let loops = app.loops("queue=cs-enterprise").await;
+    assert_eq!(loops.len(), 1, "{loops:?}");
+    assert_eq!(loops[0]["owner"], "ana.lima");
+    assert_eq!(loops[0]["signal_count"], 1);
+    let (_, detail) = app
+        .get(&format!("/v1/loops/{}", loops[0]["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(detail["evidence"][0]["reference"]["response_id"], "r-det-1");
+    // The event itself went through the broker: it is on the surveys topic, keyed by its account.
+    let surveys = read_topic(&brokers, "sigloop.surveys", 1);
+    assert_eq!(surveys.len(), 1);
+    assert_eq!(surveys[0].0.as_deref(), Some("acct-ent"));
+    assert_eq!(surveys[0].1["id"], "det-1");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_instance_resumes_from_the_offsets_stored_in_postgresql_and_counts_nothing_twice(
+) {
+    let kafka = mock_kafka(4);
+    let brokers = kafka.bootstrap_servers();
+    let database = fresh_postgres_url().await;
+    let subject = "Our invoice has the wrong amount";
+    let app = TestApp::spawn_distributed(&brokers, &database).await;
+    app.ingest(&[account("acct-mm", "mid-market", Some("dev.patel"))])
+        .await;
+    app.ingest(&[
+        ticket("t-1", "acct-mm", 0, subject, "normal"),
+        ticket("t-2", "acct-mm", 60, subject, "normal"),
+        ticket("t-3", "acct-mm", 120, subject, "normal"),
+    ])
+    .await;
+    app.stop().await;
+    // While no instance runs, more events arrive on the topic.
+    for (id, minutes) in [("t-4", 180), ("t-5", 240)] {
+        let value = ticket(id, "acct-mm", minutes, subject, "normal").to_string();
+        produce_raw(
+            &brokers,
+            "sigloop.tickets",
+            "acct-mm",
+            value.as_bytes(),
+            &[],
+        )
+        .await;
+    }
+    let app = TestApp::spawn_distributed(&brokers, &database).await;
+    let started = Instant::now();
+    let loops = loop {
+        let loops = app.loops("account_id=acct-mm").await;
+        if loops
+            .first()
+            .is_some_and(|record| record["signal_count"] == 3)
+            || started.elapsed() > Duration::from_secs(20)
+        {
+            break loops;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(loops.len(), 1, "{loops:?}");
+    // Tickets 3, 4 and 5 are signals (the threshold is three): each counted once across the
+    // restart, none re-read from the start of the topic.
+    assert_eq!(loops[0]["signal_count"], 3, "{loops:?}");
+    let (_, detail) = app
+        .get(&format!("/v1/loops/{}", loops[0]["id"].as_str().unwrap()))
+        .await;
+    let tickets: Vec<&str> = detail["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["reference"]["ticket_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(tickets, vec!["T-t-3", "T-t-4", "T-t-5"]);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sigloop_cannot_read_becomes_a_dead_letter_in_the_table_and_on_the_dead_letter_topic(
+) {
+    let kafka = mock_kafka(2);
+    let brokers = kafka.bootstrap_servers();
+    let app = TestApp::spawn_distributed(&brokers, &fresh_postgres_url().await).await;
+    produce_raw(&brokers, "sigloop.tickets", "acct-1", b"{not json", &[]).await;
+    let started = Instant::now();
+    let dead = loop {
+        let (status, body) = app.get("/v1/dead-letters").await;
+        assert_eq!(status, 200, "{body}");
+        let rows = body["dead_letters"].as_array().cloned().unwrap_or_default();
+        if !rows.is_empty() || started.elapsed() > Duration::from_secs(20) {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["code"], "invalid_json");
+    assert_eq!(dead[0]["payload"], "{not json");
+    let out = read_topic(&brokers, "sigloop.dead-letters", 1);
+    assert_eq!(out.len(), 1);
+    let (_, value, headers) = &out[0];
+    assert_eq!(value, &Value::String("{not json".to_owned()));
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+    };
+    assert_eq!(
+        header("sigloop-error-code").as_deref(),
+        Some("invalid_json")
+    );
+    assert!(!header("sigloop-error-message")
+        .unwrap_or_default()
+        .is_empty());
+    assert_eq!(
+        header("sigloop-source-topic").as_deref(),
+        Some("sigloop.tickets")
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_mode_cloudevent_is_read_like_a_structured_one() {
+    let kafka = mock_kafka(2);
+    let brokers = kafka.bootstrap_servers();
+    let app = TestApp::spawn_distributed(&brokers, &fresh_postgres_url().await).await;
+    app.ingest(&[account("acct-bin", "enterprise", Some("ana.lima"))])
+        .await;
+    let data = json!({"response_id": "r-bin", "account_id": "acct-bin", "kind": "nps", "score": 2});
+    produce_raw(
+        &brokers,
+        "sigloop.surveys",
+        "acct-bin",
+        data.to_string().as_bytes(),
+        &[
+            ("ce_specversion", "1.0"),
+            ("ce_id", "bin-1"),
+            ("ce_source", "survey-tool"),
+            ("ce_type", "survey.responded"),
+            ("ce_time", "2026-03-02T09:10:00Z"),
+            ("content-type", "application/json"),
+        ],
+    )
+    .await;
+    let loops = wait_for_loops(&app, "account_id=acct-bin", 1).await;
+    assert_eq!(loops.len(), 1, "{loops:?}");
+    let (_, detail) = app
+        .get(&format!("/v1/loops/{}", loops[0]["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(detail["evidence"][0]["event_id"], "bin-1");
+    assert_eq!(detail["evidence"][0]["event_source"], "survey-tool");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loop_events_are_published_on_the_loops_topic_in_order_and_actions_travel_through_kafka() {
+    let kafka = mock_kafka(2);
+    let brokers = kafka.bootstrap_servers();
+    let app = TestApp::spawn_distributed(&brokers, &fresh_postgres_url().await).await;
+    app.ingest(&[account("acct-ev", "enterprise", Some("ana.lima"))])
+        .await;
+    app.ingest(&[nps("det-ev", "acct-ev", 1, 10, None)]).await;
+    let loops = app.loops("account_id=acct-ev").await;
+    assert_eq!(loops.len(), 1, "{loops:?}");
+    let id = loops[0]["id"].as_str().unwrap().to_owned();
+    let (status, body) = app
+        .action(&id, json!({"action": "acknowledge", "actor": "ana.lima"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "acknowledged", "{body}");
+    // The action itself went through the actions topic, keyed by the loop's account.
+    let actions = read_topic(&brokers, "sigloop.actions", 1);
+    assert_eq!(actions.len(), 1);
+    assert_eq!(actions[0].0.as_deref(), Some("acct-ev"));
+    assert_eq!(actions[0].1["loop_id"], id.as_str());
+    let events = read_topic(&brokers, "sigloop.loops", 2);
+    let names: Vec<&str> = events
+        .iter()
+        .map(|(_, value, _)| value["event"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(names, vec!["opened", "state_changed"], "{events:?}");
+    let key = loops[0]["key"].as_str().unwrap();
+    for (message_key, value, headers) in &events {
+        assert_eq!(message_key.as_deref(), Some(key));
+        assert_eq!(value["loop_id"], id.as_str());
+        assert!(value["id"].as_i64().is_some(), "{value}");
+        assert!(headers.iter().any(|(name, _)| name == "sigloop-outbox-id"));
+    }
+    assert_eq!(events[1].1["detail"]["to_state"], "acknowledged");
+    assert_eq!(events[1].1["detail"]["actor"], "ana.lima");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_events_rejects_bad_events_per_index_and_produces_only_the_valid_ones() {
+    let kafka = mock_kafka(2);
+    let brokers = kafka.bootstrap_servers();
+    let app = TestApp::spawn_distributed(&brokers, &fresh_postgres_url().await).await;
+    let bad = event("ticket.opened", "bad-1", 0, json!({"account_id": "acct-1"}));
+    let good = ticket("good-1", "acct-1", 0, "Login broken", "normal");
+    let (status, body) = app
+        .post_json("/v1/events?wait=true", &json!([bad, good]))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["accepted"], 1, "{body}");
+    assert_eq!(body["processed"], true, "{body}");
+    assert_eq!(body["rejected"][0]["index"], 0, "{body}");
+    assert_eq!(body["rejected"][0]["code"], "missing_field", "{body}");
+    let tickets = read_topic(&brokers, "sigloop.tickets", 2);
+    assert_eq!(
+        tickets.len(),
+        1,
+        "only the valid event is on the topic: {tickets:?}"
+    );
+    assert_eq!(tickets[0].1["id"], "good-1");
+    let (_, dead) = app.get("/v1/dead-letters").await;
+    assert_eq!(dead["dead_letters"][0]["origin"], "http", "{dead}");
+    app.stop().await;
+}
