@@ -48,6 +48,24 @@ pub struct BenchArgs {
     /// second on a machine whose speed drifts.
     #[arg(long, default_value_t = 2)]
     pub rounds: usize,
+    /// Measure the distributed mode instead: Kafka bootstrap servers, or `mock` for librdkafka's
+    /// in-process mock cluster. Needs --postgres.
+    #[arg(long, value_name = "BROKERS", requires = "postgres")]
+    pub kafka: Option<String>,
+    /// PostgreSQL URL of the distributed-mode run; each run gets a fresh schema in it.
+    #[arg(long, value_name = "URL", requires = "kafka")]
+    pub postgres: Option<String>,
+    /// Partitions per topic of the distributed-mode run.
+    #[arg(long, default_value_t = 6)]
+    pub partitions: i32,
+    /// Instance counts of the distributed-mode run, measured in turn.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub instances: Vec<usize>,
+    /// Events per second of the distributed-mode latency phase.
+    #[arg(long, default_value_t = 20_000)]
+    pub latency_rate: usize,
+    #[arg(long, default_value_t = 10)]
+    pub latency_seconds: u64,
 }
 
 /// The figures of one end-to-end run.
@@ -73,6 +91,29 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         started.elapsed().as_secs_f64(),
         total_bytes / lines.len().max(1)
     );
+    if let (Some(kafka), Some(postgres)) = (&args.kafka, &args.postgres) {
+        // The mock cluster lives in this process; the instances reach it over TCP.
+        let mock = (kafka == "mock")
+            .then(|| rdkafka::mocking::MockCluster::new(1))
+            .transpose()
+            .context("Failed to start the mock Kafka cluster")?;
+        let brokers = mock
+            .as_ref()
+            .map_or_else(|| kafka.clone(), |mock| mock.bootstrap_servers());
+        crate::kafka::bench::run(
+            &crate::kafka::bench::KafkaBenchArgs {
+                brokers: &brokers,
+                postgres,
+                partitions: args.partitions,
+                instances: &args.instances,
+                latency_rate: args.latency_rate,
+                latency_seconds: args.latency_seconds,
+            },
+            &lines,
+        )
+        .await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if !args.stages_only {
         if args.no_journey_comparison {
             end_to_end(&args, &lines, true).await?;

@@ -2602,3 +2602,87 @@ async fn purge_removes_only_outbox_events_older_than_the_cutoff_that_every_sink_
         Some(ids[3])
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL shared by several instances.
+// ---------------------------------------------------------------------------------------------
+
+/// Several instances (stores with their own pools on one schema) append to the log and commit
+/// outbox events at once, while a relay polls both by "after the last id seen". Identity values are
+/// handed out at insert time, not at commit; without the advisory locks that make ids follow commit
+/// order, a row with a smaller id commits after the poller has moved past it and is never seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_instances_writing_at_once_number_log_entries_and_outbox_events_in_commit_order() {
+    const INSTANCES: usize = 4;
+    const WRITES: usize = 150;
+    let backend = postgres().await.expect("PostgreSQL is configured");
+    let schema = backend
+        .schema
+        .as_ref()
+        .expect("a PostgreSQL backend has a schema");
+    let options = schema
+        .options
+        .clone()
+        .options([("search_path", schema.name.as_str())]);
+    let mut instances = Vec::new();
+    for _ in 0..INSTANCES {
+        let store = PostgresStorage::connect_with(options.clone(), 2)
+            .await
+            .expect("another instance connects to the same schema");
+        instances.push(std::sync::Arc::new(store));
+    }
+
+    let writers: Vec<_> = instances
+        .iter()
+        .enumerate()
+        .map(|(instance, store)| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut seqs = Vec::with_capacity(WRITES);
+                for write in 0..WRITES {
+                    let entry = event(&format!("instance-{instance}"), &write.to_string());
+                    let outcome = store.append(&[entry], &[], RECEIVED_AT).await.unwrap();
+                    seqs.push(outcome.seqs[0].expect("a new entry"));
+                    let events = vec![outbox_event("lp_x", &format!("{instance}-{write}"), 1)];
+                    store
+                        .commit_batch(&outbox_batch(0, events), 2_000)
+                        .await
+                        .unwrap();
+                }
+                seqs
+            })
+        })
+        .collect();
+    let relay = instances[0].clone();
+    let poller = tokio::spawn(async move {
+        let (mut log_offset, mut outbox_offset) = (0, 0);
+        let (mut seen_seqs, mut seen_events) = (Vec::new(), 0);
+        while seen_seqs.len() < INSTANCES * WRITES || seen_events < INSTANCES * WRITES {
+            for entry in relay.read_log(log_offset, 1_000).await.unwrap() {
+                log_offset = entry.seq;
+                seen_seqs.push(entry.seq);
+            }
+            for row in relay.outbox_after(outbox_offset, 1_000).await.unwrap() {
+                outbox_offset = row.id;
+                seen_events += 1;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        seen_seqs
+    });
+
+    let mut appended = Vec::new();
+    for writer in writers {
+        appended.extend(writer.await.expect("the writer finishes"));
+    }
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(30), poller)
+        .await
+        .expect("the poller sees every entry and event: none committed behind its position")
+        .expect("the poller finishes");
+    appended.sort_unstable();
+    assert_eq!(seen, appended);
+    for store in &instances {
+        store.close().await;
+    }
+    backend.finish().await;
+}

@@ -5,6 +5,7 @@
 //! This module holds what they share: client settings and the pure translation of a Kafka message
 //! (CloudEvents structured or binary mode) into a log entry for the core.
 
+pub mod bench;
 pub mod producer;
 pub mod relay;
 pub mod source;

@@ -349,3 +349,18 @@ pub fn truncate_to(text: &str, max: usize) -> &str {
     }
     &text[..end]
 }
+
+/// Creates an empty schema named `prefix` plus a random suffix in the PostgreSQL database at
+/// `base_url`, and returns a URL whose connections use it (`options[search_path]`): the benchmark
+/// runs each measurement on a database state of its own this way.
+pub async fn fresh_postgres_schema(base_url: &str, prefix: &str) -> Result<String, StorageError> {
+    use sqlx::Connection;
+    let mut connection = sqlx::PgConnection::connect(base_url).await?;
+    let schema = format!("{prefix}_{:016x}", rand::random::<u64>());
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut connection)
+        .await?;
+    connection.close().await?;
+    let separator = if base_url.contains('?') { '&' } else { '?' };
+    Ok(format!("{base_url}{separator}options[search_path]={schema}"))
+}

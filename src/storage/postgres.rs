@@ -85,11 +85,10 @@ impl PostgresStorage {
 
     /// A read-only transaction on one snapshot, for reads of several statements.
     async fn snapshot(&self) -> Result<Transaction<'static, Postgres>, StorageError> {
-        let mut transaction = self.pool.begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *transaction)
-            .await?;
-        Ok(transaction)
+        Ok(self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await?)
     }
 }
 
