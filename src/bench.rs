@@ -103,6 +103,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         crate::kafka::bench::run(
             &crate::kafka::bench::KafkaBenchArgs {
                 brokers: &brokers,
+                mock: mock.as_ref(),
                 postgres,
                 partitions: args.partitions,
                 instances: &args.instances,

@@ -25,6 +25,7 @@ pub struct Metrics {
     pub processed_offset: IntGauge,
     pub batch_size: Histogram,
     pub batch_commit_seconds: Histogram,
+    pub batch_commit_failures: IntCounter,
     pub append_seconds: Histogram,
     pub event_to_loop_seconds: Histogram,
     pub purged: IntCounterVec,
@@ -210,6 +211,17 @@ impl Metrics {
                 "Time to commit one processor batch (effects and offset in one transaction).",
                 exponential_buckets(0.0005, 2.0, 14).expect("valid buckets"),
             ),
+            batch_commit_failures: {
+                let metric = IntCounter::new(
+                    "sigloop_batch_commit_failures_total",
+                    "Processor batches whose commit failed (the state is reloaded and the batch read again); in the distributed mode also batches fenced because another instance took their partition.",
+                )
+                .expect("metric definitions are valid");
+                registry
+                    .register(Box::new(metric.clone()))
+                    .expect("metric names are unique");
+                metric
+            },
             append_seconds: histogram(
                 "sigloop_log_append_seconds",
                 "Time to append one request's events to the durable log.",

@@ -343,3 +343,93 @@ async fn post_events_rejects_bad_events_per_index_and_produces_only_the_valid_on
     assert_eq!(dead["dead_letters"][0]["origin"], "http", "{dead}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn instances_in_one_group_share_the_partitions_and_each_deadline_fires_once_even_after_a_rebalance(
+) {
+    let kafka = mock_kafka(4);
+    let brokers = kafka.bootstrap_servers();
+    let database = fresh_postgres_url().await;
+    let clock = [("SIGLOOP__CLOCK__MODE", "event_time")];
+    let first = TestApp::spawn_distributed_with(&brokers, &database, &clock).await;
+    let second = TestApp::spawn_distributed_with(&brokers, &database, &clock).await;
+    let accounts: Vec<String> = (0..16).map(|index| format!("acct-{index:02}")).collect();
+    let directory: Vec<Value> = accounts
+        .iter()
+        .map(|id| account(id, "enterprise", Some("ana.lima")))
+        .collect();
+    first.ingest(&directory).await;
+    // A detractor at each account: an urgent loop, to be acknowledged within the hour.
+    let detractors: Vec<Value> = accounts
+        .iter()
+        .map(|id| nps(&format!("det-{id}"), id, 2, 10, Some("Nobody answers us")))
+        .collect();
+    second.ingest(&detractors).await;
+    let loops = first.loops("kind=account&limit=100").await;
+    assert_eq!(loops.len(), 16, "{loops:?}");
+    let opened_by_second = second.counter_total("sigloop_loops_total").await;
+    // A member leaves and another joins: the partitions move, and every instance reloads the
+    // whole committed state, other instances' loops included.
+    second.stop().await;
+    let second = TestApp::spawn_distributed_with(&brokers, &database, &clock).await;
+    // Three hours later (on the event-time clock of each account's owner), every acknowledge
+    // deadline has passed: each breach must be recorded once, by the one owner.
+    let later: Vec<Value> = accounts
+        .iter()
+        .map(|id| {
+            event(
+                "usage.metric",
+                &format!("late-{id}"),
+                190,
+                json!({"account_id": id, "metric": "logins", "value": 1}),
+            )
+        })
+        .collect();
+    first.ingest(&later).await;
+    for record in &loops {
+        let id = record["id"].as_str().unwrap();
+        let (_, detail) = first.get(&format!("/v1/loops/{id}")).await;
+        let breaches = detail["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|row| row["action"] == "breach")
+            .count();
+        assert_eq!(breaches, 1, "{detail}");
+        assert_eq!(detail["breached"], true, "{detail}");
+    }
+    let opened_here = [
+        first.counter_total("sigloop_loops_total").await,
+        opened_by_second,
+    ];
+    assert!(
+        opened_here.iter().all(|count| *count > 0.0),
+        "both instances did loop work: {opened_here:?}"
+    );
+    // No instance raced another for a loop: no commit failed (a failed one is reloaded and read
+    // again, so the loops alone would not show it).
+    assert_eq!(
+        first
+            .counter_total("sigloop_batch_commit_failures_total")
+            .await
+            + second
+                .counter_total("sigloop_batch_commit_failures_total")
+                .await,
+        0.0
+    );
+    let breaches = first.counter_total("sigloop_sla_breaches_total").await
+        + second.counter_total("sigloop_sla_breaches_total").await;
+    assert_eq!(breaches, 16.0);
+    // Journey figures from both instances add up in the shared database.
+    let (status, journeys) = second.get("/v1/journeys?group_by=stage").await;
+    assert_eq!(status, 200, "{journeys}");
+    let events: u64 = journeys["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|group| group["events"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(events, 32, "16 detractors and 16 usage events: {journeys}");
+    first.stop().await;
+    second.stop().await;
+}

@@ -32,6 +32,11 @@ use crate::storage::{PostgresStorage, Storage};
 /// What the Kafka benchmark needs besides the generated lines.
 pub struct KafkaBenchArgs<'a> {
     pub brokers: &'a str,
+    /// The in-process mock cluster, when measuring on it: topics are created through it (it does
+    /// not implement the admin API).
+    pub mock: Option<
+        &'a rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    >,
     pub postgres: &'a str,
     pub partitions: i32,
     /// Instance counts to measure, in order (1 and 2 by default).
@@ -68,7 +73,7 @@ pub async fn run(args: &KafkaBenchArgs<'_>, lines: &[String]) -> anyhow::Result<
     );
     let mut raw_consume_measured = false;
     for &instances in args.instances {
-        let topics = fresh_topics(args.brokers, args.partitions).await?;
+        let topics = fresh_topics(args.brokers, args.mock, args.partitions).await?;
         let settings = KafkaSettings {
             enabled: true,
             brokers: args.brokers.to_owned(),
@@ -136,7 +141,13 @@ pub async fn run(args: &KafkaBenchArgs<'_>, lines: &[String]) -> anyhow::Result<
 }
 
 /// Topics with a fresh prefix, created with `partitions` each, so that every run starts empty.
-async fn fresh_topics(brokers: &str, partitions: i32) -> anyhow::Result<KafkaTopics> {
+async fn fresh_topics(
+    brokers: &str,
+    mock: Option<
+        &rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    >,
+    partitions: i32,
+) -> anyhow::Result<KafkaTopics> {
     let prefix = format!("bench-{:08x}", rand::random::<u32>());
     let topics = KafkaTopics {
         tickets: format!("{prefix}.tickets"),
@@ -147,20 +158,18 @@ async fn fresh_topics(brokers: &str, partitions: i32) -> anyhow::Result<KafkaTop
         loops: format!("{prefix}.loops"),
         dead_letters: format!("{prefix}.dead-letters"),
     };
+    if let Some(mock) = mock {
+        for name in topics_of(&topics) {
+            mock.create_topic(name, partitions, 1)
+                .with_context(|| format!("Failed to create topic {name} on the mock cluster"))?;
+        }
+        return Ok(topics);
+    }
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
         .context("Failed to create the Kafka admin client")?;
-    let names = [
-        &topics.tickets,
-        &topics.usage,
-        &topics.surveys,
-        &topics.accounts,
-        &topics.actions,
-        &topics.loops,
-        &topics.dead_letters,
-    ];
-    let new: Vec<NewTopic<'_>> = names
+    let new: Vec<NewTopic<'_>> = topics_of(&topics)
         .iter()
         .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(1)))
         .collect();
@@ -174,6 +183,18 @@ async fn fresh_topics(brokers: &str, partitions: i32) -> anyhow::Result<KafkaTop
         }
     }
     Ok(topics)
+}
+
+fn topics_of(topics: &KafkaTopics) -> [&str; 7] {
+    [
+        &topics.tickets,
+        &topics.usage,
+        &topics.surveys,
+        &topics.accounts,
+        &topics.actions,
+        &topics.loops,
+        &topics.dead_letters,
+    ]
 }
 
 async fn produce(producer: &EventProducer, lines: &[Line<'_>]) -> anyhow::Result<Vec<Placed>> {
@@ -252,7 +273,10 @@ fn spawn_instance(
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("SIGLOOP__KAFKA__ENABLED", "true")
         .env("SIGLOOP__KAFKA__BROKERS", brokers)
-        .env("SIGLOOP__KAFKA__GROUP_ID", format!("{}-group", topics.tickets))
+        .env(
+            "SIGLOOP__KAFKA__GROUP_ID",
+            format!("{}-group", topics.tickets),
+        )
         .env("SIGLOOP__KAFKA__TOPICS__TICKETS", &topics.tickets)
         .env("SIGLOOP__KAFKA__TOPICS__USAGE", &topics.usage)
         .env("SIGLOOP__KAFKA__TOPICS__SURVEYS", &topics.surveys)
@@ -285,7 +309,9 @@ async fn wait_for_commits(
         }
         let done = targets.iter().all(|((topic, partition), next)| {
             stored.iter().any(|offset| {
-                &offset.topic == topic && offset.partition == *partition && offset.next_offset >= *next
+                &offset.topic == topic
+                    && offset.partition == *partition
+                    && offset.next_offset >= *next
             })
         });
         if done {
@@ -357,7 +383,10 @@ async fn collect(
     let now = Instant::now();
     for offset in stored {
         if let Some(queue) = waiting.get_mut(&(offset.topic, offset.partition)) {
-            while queue.front().is_some_and(|(event, _)| *event < offset.next_offset) {
+            while queue
+                .front()
+                .is_some_and(|(event, _)| *event < offset.next_offset)
+            {
                 let (_, sent_at) = queue.pop_front().expect("checked above");
                 latencies.push((now - sent_at).as_secs_f64() * 1000.0);
             }

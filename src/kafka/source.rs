@@ -9,7 +9,7 @@
 //! go. When a commit fails, the processor asks the thread to seek back to the stored offsets; an
 //! epoch number tells both sides which batches were read before that seek and must be dropped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -40,6 +40,8 @@ pub enum Feed {
     /// offsets to start from.
     Assigned {
         partitions: Vec<Partition>,
+        /// Partitions per topic (the topics are co-partitioned), for account ownership.
+        partition_count: i32,
         reply: oneshot::Sender<Vec<StoredOffset>>,
     },
 }
@@ -109,6 +111,8 @@ struct SourceContext {
     metrics: Arc<Metrics>,
     /// Bumped at every rebalance, so the polling loop drops a partial batch read before it.
     rebalances: AtomicU64,
+    /// The inbound topics.
+    topics: Vec<String>,
 }
 
 impl ClientContext for SourceContext {
@@ -147,9 +151,11 @@ impl ConsumerContext for SourceContext {
                     .map(|element| (element.topic().to_owned(), element.partition()))
                     .collect();
                 tracing::info!(partitions = ?partitions, "Partitions assigned; loading their state.");
+                let partition_count = self.partition_count(consumer);
                 let (reply, offsets) = oneshot::channel();
                 let stored = match self.feed.blocking_send(Feed::Assigned {
                     partitions: partitions.clone(),
+                    partition_count,
                     reply,
                 }) {
                     Ok(()) => offsets.blocking_recv().unwrap_or_default(),
@@ -198,6 +204,35 @@ impl ConsumerContext for SourceContext {
     }
 }
 
+impl SourceContext {
+    /// The partition count of the inbound topics, read from the broker's metadata. Accounts are
+    /// owned by partition number across topics, so the counts must agree: a mismatch is logged as
+    /// an error (events of one account would meet in different instances) and the largest wins.
+    fn partition_count(&self, consumer: &BaseConsumer<Self>) -> i32 {
+        let mut counts = BTreeMap::new();
+        for topic in &self.topics {
+            match consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) {
+                Ok(metadata) => {
+                    if let Some(found) = metadata.topics().first() {
+                        counts.insert(topic.clone(), found.partitions().len() as i32);
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(topic, error = %error, "Failed to read a topic's partition count.")
+                }
+            }
+        }
+        let distinct: BTreeSet<i32> = counts.values().copied().collect();
+        if distinct.len() > 1 {
+            tracing::error!(
+                counts = ?counts,
+                "The inbound topics have different partition counts: an account's events can reach different instances. Give every inbound topic the same number of partitions."
+            );
+        }
+        distinct.last().copied().unwrap_or(1)
+    }
+}
+
 /// A running consumer thread.
 pub struct Source {
     pub shared: Arc<SourceShared>,
@@ -219,6 +254,12 @@ pub fn start(
         shared: Arc::clone(&shared),
         metrics,
         rebalances: AtomicU64::new(0),
+        topics: settings
+            .topics
+            .inbound()
+            .iter()
+            .map(|topic| (*topic).to_owned())
+            .collect(),
     };
     let consumer: BaseConsumer<SourceContext> = super::consumer_config(settings)
         .create_with_context(context)

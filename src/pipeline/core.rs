@@ -131,6 +131,18 @@ pub struct CoreState {
     /// The largest event time processed per source. In memory only: after a restart it grows back
     /// with the next events, and every window it had passed was already judged.
     pub watermarks: HashMap<String, Millis>,
+    /// Distributed mode: the partitions this instance holds. `None` (the embedded mode) owns
+    /// everything.
+    pub ownership: Option<ownership::Ownership>,
+}
+
+impl CoreState {
+    /// Whether this instance acts for `key` (an account id, or a journey loop's key).
+    pub fn owns(&self, key: &str) -> bool {
+        self.ownership
+            .as_ref()
+            .is_none_or(|ownership| ownership.owns(key))
+    }
 }
 
 impl CoreState {
@@ -1306,6 +1318,17 @@ impl Core {
             if !pending {
                 continue;
             }
+            // Another instance owns this account (or journey loop): its deadlines fire there.
+            let owner_key = match kind {
+                TimerKind::Detector => state.time.timers[&loop_id].account_id.as_str(),
+                _ => {
+                    let record = &state.loops[&loop_id];
+                    record.account_id.as_deref().unwrap_or(&record.key)
+                }
+            };
+            if !state.owns(owner_key) {
+                continue;
+            }
             match kind {
                 TimerKind::Detector => self.fire_detector_timer(state, &loop_id, due, effects),
                 TimerKind::Acknowledge | TimerKind::Resolve => {
@@ -1370,6 +1393,10 @@ impl Core {
                 .take_while(|(due, _)| *due <= newest)
             {
                 match state.time.series.get(key) {
+                    // Another instance owns the account, and its up-to-date series.
+                    Some(series) if !state.owns(series.account_id.as_str()) => {
+                        stale.push((*due, key.clone()))
+                    }
                     Some(series) if series.next_close == Some(*due) => {
                         if state
                             .watermarks
@@ -1980,6 +2007,7 @@ impl<'a> Origin<'a> {
 }
 
 mod outbox;
+pub mod ownership;
 #[cfg(test)]
 mod tests;
 

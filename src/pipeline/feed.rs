@@ -7,7 +7,7 @@
 //! through here so that revoked partitions are committed before they are released and assigned ones
 //! start from the database's offsets, with the state reloaded.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::core::ownership::Ownership;
 use super::core::{BatchClock, OffsetAdvance};
 use super::{now_millis, InFlight, Processor};
 use crate::config::settings::ClockMode;
@@ -38,6 +39,12 @@ impl Processor {
         // Where processing has got to in each partition this instance owns: the `from` of the
         // next advance (`None` while nothing is stored for it).
         let mut positions: BTreeMap<Partition, Option<i64>> = BTreeMap::new();
+        // The accounts this instance acts for, put back into the state after every reload.
+        let mut ownership = Some(Ownership {
+            partitions: BTreeSet::new(),
+            count: 1,
+        });
+        self.own(&ownership);
         loop {
             let step = tokio::select! {
                 next = feed.recv() => next.map_or(Step::Closed, Step::Feed),
@@ -58,17 +65,32 @@ impl Processor {
                             .await;
                     }
                     positions.clear();
+                    // Until the next assignment this instance owns nothing: no timer fires here.
+                    ownership = Some(Ownership {
+                        partitions: BTreeSet::new(),
+                        count: 1,
+                    });
+                    self.own(&ownership);
                     source.forget(&self.metrics);
                     let _ = done.send(());
                     continue;
                 }
-                Step::Feed(Feed::Assigned { partitions, reply }) => {
+                Step::Feed(Feed::Assigned {
+                    partitions,
+                    partition_count,
+                    reply,
+                }) => {
                     if let Some(commit) = in_flight.take() {
                         self.settle(commit, &source, &mut epoch, &mut positions)
                             .await;
                     }
                     // Another instance may have moved these accounts on since this one last saw them.
                     self.reload().await;
+                    ownership = Some(Ownership {
+                        partitions: partitions.iter().map(|(_, partition)| *partition).collect(),
+                        count: partition_count,
+                    });
+                    self.own(&ownership);
                     let stored = self.stored_offsets().await;
                     positions = partitions
                         .into_iter()
@@ -184,7 +206,14 @@ impl Processor {
             source.committed(&committed, &self.metrics);
             return true;
         }
+        let ownership = self
+            .state
+            .lock()
+            .expect("core state lock")
+            .ownership
+            .clone();
         self.reload().await;
+        self.own(&ownership);
         let stored = self.stored_offsets().await;
         for (partition, position) in positions.iter_mut() {
             *position = stored_position(&stored, partition);
@@ -193,6 +222,11 @@ impl Processor {
         *epoch += 1;
         source.epoch.store(*epoch, Ordering::SeqCst);
         false
+    }
+
+    /// Puts `ownership` into the core state (a reload starts from storage, which knows none).
+    fn own(&self, ownership: &Option<Ownership>) {
+        self.state.lock().expect("core state lock").ownership = ownership.clone();
     }
 
     /// The stored offsets, retried until storage answers: without them nothing can be read.

@@ -174,6 +174,7 @@ impl Processor {
         let (effects, result) = match commit.handle.await {
             Ok(outcome) => outcome,
             Err(error) => {
+                self.metrics.batch_commit_failures.inc();
                 tracing::error!(error = %error, "A batch commit task failed.");
                 return None;
             }
@@ -192,6 +193,7 @@ impl Processor {
                 Some(effects)
             }
             Err(error) => {
+                self.metrics.batch_commit_failures.inc();
                 tracing::error!(error = %error, "Failed to commit a batch; reloading the committed state and retrying.");
                 None
             }

@@ -20,9 +20,7 @@ use crate::domain::Millis;
 use crate::journey::{Figures, JourneySnapshot};
 use crate::kpi::LoopTiming;
 use crate::loops::{EvidenceRow, HistoryRow, LoopRecord, LoopState};
-use crate::pipeline::core::{
-    BatchEffects, CoreState, EntryKind, LogEntry, OutboxEvent, SignalRow,
-};
+use crate::pipeline::core::{BatchEffects, CoreState, EntryKind, LogEntry, OutboxEvent, SignalRow};
 use crate::route::Account;
 
 /// Raw inputs kept with a dead letter are cut to this many bytes.
@@ -362,5 +360,7 @@ pub async fn fresh_postgres_schema(base_url: &str, prefix: &str) -> Result<Strin
         .await?;
     connection.close().await?;
     let separator = if base_url.contains('?') { '&' } else { '?' };
-    Ok(format!("{base_url}{separator}options[search_path]={schema}"))
+    Ok(format!(
+        "{base_url}{separator}options[search_path]={schema}"
+    ))
 }

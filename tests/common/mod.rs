@@ -51,7 +51,21 @@ impl TestApp {
 
     /// The application in the distributed mode: the given broker and a fresh PostgreSQL schema.
     pub async fn spawn_distributed(brokers: &str, postgres_url: &str) -> TestApp {
-        let overrides = distributed(brokers, postgres_url);
+        TestApp::spawn_distributed_with(brokers, postgres_url, &[]).await
+    }
+
+    /// [`TestApp::spawn_distributed`] with more overrides.
+    pub async fn spawn_distributed_with(
+        brokers: &str,
+        postgres_url: &str,
+        extra: &[(&str, &str)],
+    ) -> TestApp {
+        let mut overrides = distributed(brokers, postgres_url);
+        overrides.extend(
+            extra
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), (*value).to_owned())),
+        );
         let pairs: Vec<(&str, &str)> = overrides
             .iter()
             .map(|(key, value)| (key.as_str(), value.as_str()))
@@ -177,6 +191,19 @@ impl TestApp {
                 .is_empty(),
             "{path}: {body}"
         );
+    }
+
+    /// The sum of a counter's series (every label set) on `/metrics`.
+    pub async fn counter_total(&self, name: &str) -> f64 {
+        let (status, text) = self.get_text("/metrics").await;
+        assert_eq!(status, 200);
+        text.lines()
+            .filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     pub async fn loops(&self, query: &str) -> Vec<Value> {
