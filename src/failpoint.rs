@@ -3,7 +3,8 @@
 //! `SIGLOOP_FAILPOINT=name` kills the process with SIGKILL the first time `hit("name")` runs;
 //! `name@N` kills it on the N-th hit. Names in use: `after_append` (log committed, 2xx not yet sent),
 //! `mid_commit` (inside a processor batch's transaction), `after_commit` (batch committed, waiters not
-//! yet answered).
+//! yet answered), `mid_batch` (distributed mode: a batch processed in memory, its commit not yet
+//! started).
 
 #[cfg(feature = "failpoints")]
 pub fn hit(name: &str) {

@@ -66,15 +66,22 @@ impl Default for KafkaTopics {
 }
 
 impl KafkaTopics {
-    /// The topics the consumer group reads.
-    pub fn inbound(&self) -> [&str; 5] {
-        [
+    /// The topics the consumer group reads, each once: several event types may share a topic (one
+    /// topic for everything keeps an account's events in the order they were produced).
+    pub fn inbound(&self) -> Vec<&str> {
+        let mut topics: Vec<&str> = Vec::with_capacity(5);
+        for topic in [
             &self.tickets,
             &self.usage,
             &self.surveys,
             &self.accounts,
             &self.actions,
-        ]
+        ] {
+            if !topics.contains(&topic.as_str()) {
+                topics.push(topic);
+            }
+        }
+        topics
     }
 }
 
@@ -239,6 +246,21 @@ impl Settings {
         if self.kafka.enabled && self.kafka.brokers.trim().is_empty() {
             problems
                 .push("sigloop: kafka.brokers must be set when kafka.enabled is true".to_owned());
+        }
+        let topics = &self.kafka.topics;
+        if self.kafka.enabled
+            && [
+                &topics.tickets,
+                &topics.usage,
+                &topics.surveys,
+                &topics.accounts,
+            ]
+            .contains(&&topics.actions)
+        {
+            problems.push(
+                "sigloop: kafka.topics.actions must be a topic of its own (its messages are operator actions, not events)"
+                    .to_owned(),
+            );
         }
         if self.kafka.enabled && self.storage.backend != StorageBackend::Postgres {
             problems.push(

@@ -143,6 +143,8 @@ impl Processor {
             })
             .await
             .expect("the pure core does not panic");
+            // The state in memory is ahead of the database here: a crash must lose only this.
+            crate::failpoint::hit("mid_batch");
             effects.source_offsets = batch
                 .ends
                 .into_iter()
