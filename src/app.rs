@@ -93,6 +93,14 @@ impl Application {
             .await
             .with_context(|| format!("Failed to listen on {}", config.settings.server.listen))?;
         let metrics = Arc::new(Metrics::new());
+        // Series that alerts watch with rate() or increase() exist from the start at zero, so the
+        // first breach or rejection is an increase rather than a new series.
+        for queue in &config.routes.queues {
+            metrics.sla_breaches.with_label_values(&[&queue.name]);
+        }
+        for code in crate::decode::RejectionCode::ALL {
+            metrics.events_rejected.with_label_values(&[code.as_str()]);
+        }
         metrics.processed_offset.set(offset);
         let appended = Arc::new(Notify::new());
         let (committed_sender, committed) = watch::channel(offset);

@@ -631,6 +631,11 @@ impl Core {
         // the loop, the rest join it, whatever the detectors' order in the configuration. Journey
         // signals go first, so that an account loop opened by the same event links to the journey
         // loop at once.
+        // Distributed mode: a journey loop is opened and joined only by the instance that owns its
+        // key, so that two instances never write the same loop from their own copies of it.
+        if state.ownership.is_some() {
+            journey_signals.retain(|signal| state.owns(&signal.loop_key()));
+        }
         journey_signals.sort_by_key(|signal| std::cmp::Reverse(signal.severity));
         detection
             .signals
@@ -1015,6 +1020,11 @@ impl Core {
             .values()
             .filter(|record| {
                 record.kind == SignalKind::Account
+                    // Distributed mode: other instances' account loops are theirs to write.
+                    && record
+                        .account_id
+                        .as_deref()
+                        .is_some_and(|account| state.owns(account))
                     && record.state != LoopState::Closed
                     && record.tag == journey.tag
                     && record.stage == journey.stage
@@ -1045,6 +1055,15 @@ impl Core {
         };
         let journey_key = state.loops[journey_id].key.clone();
         for account_loop in linked {
+            let owned = state.loops.get(&account_loop).is_some_and(|record| {
+                record
+                    .account_id
+                    .as_deref()
+                    .is_none_or(|account| state.owns(account))
+            });
+            if !owned {
+                continue;
+            }
             let Some(record) = state.loops.get_mut(&account_loop) else {
                 continue;
             };
@@ -1672,6 +1691,11 @@ impl Core {
             }
             _ => (None, Vec::new()),
         };
+        // Distributed mode: a journey loop is opened and joined only by the instance that owns its
+        // key, so that two instances never write the same loop from their own copies of it.
+        if state.ownership.is_some() {
+            journey_signals.retain(|signal| state.owns(&signal.loop_key()));
+        }
         journey_signals.sort_by_key(|signal| std::cmp::Reverse(signal.severity));
         journey_signals.append(&mut detection.signals);
         detection.signals = journey_signals;

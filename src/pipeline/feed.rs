@@ -99,6 +99,12 @@ impl Processor {
                             (partition, next)
                         })
                         .collect();
+                    // The lag of every partition taken shows at once, before its first commit.
+                    let positions_now: Vec<(Partition, i64)> = positions
+                        .iter()
+                        .map(|(partition, next)| (partition.clone(), next.unwrap_or(0)))
+                        .collect();
+                    source.committed(&positions_now, &self.metrics);
                     let _ = reply.send(stored);
                     continue;
                 }
