@@ -14,12 +14,11 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 
+/// A message read back: its key, its value (JSON, or the raw text as a JSON string) and its headers.
+type ReadMessage = (Option<String>, Value, Vec<(String, String)>);
+
 /// Every message of `topic` from the beginning, read until `count` have arrived (or 20 s pass).
-fn read_topic(
-    brokers: &str,
-    topic: &str,
-    count: usize,
-) -> Vec<(Option<String>, Value, Vec<(String, String)>)> {
+fn read_topic(brokers: &str, topic: &str, count: usize) -> Vec<ReadMessage> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("test-reader-{}", rand::random::<u64>()))
