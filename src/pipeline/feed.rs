@@ -10,15 +10,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::core::ownership::Ownership;
-use super::core::{BatchClock, OffsetAdvance};
-use super::{now_millis, InFlight, Processor};
-use crate::config::settings::ClockMode;
+use super::core::OffsetAdvance;
+use super::{InFlight, Processor};
 use crate::kafka::source::{Feed, FeedBatch, Partition, SourceShared};
 use crate::storage::StoredOffset;
 
@@ -119,13 +118,7 @@ impl Processor {
                         }
                         continue;
                     }
-                    let timer_due = self.clock_mode == ClockMode::Live && {
-                        let state = self.state.lock().expect("core state lock");
-                        self.core
-                            .next_timer(&state)
-                            .is_some_and(|due| due <= now_millis())
-                    };
-                    if !timer_due {
+                    if !self.timer_due() {
                         continue;
                     }
                     FeedBatch {
@@ -135,10 +128,7 @@ impl Processor {
                     }
                 }
             };
-            let clock = match self.clock_mode {
-                ClockMode::Live => BatchClock::Live(now_millis()),
-                ClockMode::EventTime => BatchClock::EventTime,
-            };
+            let clock = self.batch_clock();
             let core = Arc::clone(&self.core);
             let state = Arc::clone(&self.state);
             let batch_len = batch.entries.len();
@@ -177,17 +167,7 @@ impl Processor {
                 }
                 failures = 0;
             }
-            let storage = Arc::clone(&self.storage);
-            let started = Instant::now();
-            let handle = tokio::spawn(async move {
-                let result = storage.commit_batch(&effects, now_millis()).await;
-                (effects, result)
-            });
-            in_flight = Some(InFlight {
-                handle,
-                started,
-                batch_len,
-            });
+            in_flight = Some(self.start_commit(effects, batch_len));
         }
         if let Some(commit) = in_flight.take() {
             self.settle(commit, &source, &mut epoch, &mut positions)

@@ -89,12 +89,7 @@ impl Processor {
             };
             // A loop deadline that passed on the live clock fires without waiting for an event: an
             // empty batch on the clock applies it.
-            let timer_due = self.clock_mode == ClockMode::Live && {
-                let state = self.state.lock().expect("core state lock");
-                self.core
-                    .next_timer(&state)
-                    .is_some_and(|due| due <= now_millis())
-            };
+            let timer_due = self.timer_due();
             if entries.is_empty() && !timer_due {
                 if let Some(commit) = in_flight.take() {
                     if self.finish(commit).await.is_some() {
@@ -118,10 +113,7 @@ impl Processor {
                 size = entries.len()
             );
             let read_elapsed = read_started.elapsed();
-            let clock = match self.clock_mode {
-                ClockMode::Live => BatchClock::Live(now_millis()),
-                ClockMode::EventTime => BatchClock::EventTime,
-            };
+            let clock = self.batch_clock();
             let core = Arc::clone(&self.core);
             let state = Arc::clone(&self.state);
             let batch_len = entries.len();
@@ -150,22 +142,46 @@ impl Processor {
                     "Processed a batch; committing it."
                 );
             }
-            let storage = Arc::clone(&self.storage);
-            let started = Instant::now();
-            let handle = tokio::spawn(async move {
-                let result = storage.commit_batch(&effects, now_millis()).await;
-                (effects, result)
-            });
-            in_flight = Some(InFlight {
-                handle,
-                started,
-                batch_len,
-            });
+            in_flight = Some(self.start_commit(effects, batch_len));
         }
         if let Some(commit) = in_flight.take() {
             self.finish(commit).await;
         }
         tracing::info!("The processor stopped after its last committed batch.");
+    }
+
+    /// Starts committing a processed batch on its own task; the next batch is processed meanwhile.
+    fn start_commit(&self, effects: BatchEffects, batch_len: usize) -> InFlight {
+        let storage = Arc::clone(&self.storage);
+        let started = Instant::now();
+        let handle = tokio::spawn(async move {
+            let result = storage.commit_batch(&effects, now_millis()).await;
+            (effects, result)
+        });
+        InFlight {
+            handle,
+            started,
+            batch_len,
+        }
+    }
+
+    /// Whether a loop deadline has passed on the live clock: an empty batch on the clock applies it
+    /// without waiting for an event.
+    fn timer_due(&self) -> bool {
+        self.clock_mode == ClockMode::Live && {
+            let state = self.state.lock().expect("core state lock");
+            self.core
+                .next_timer(&state)
+                .is_some_and(|due| due <= now_millis())
+        }
+    }
+
+    /// The clock of the next batch: the wall clock read once, or event time.
+    fn batch_clock(&self) -> BatchClock {
+        match self.clock_mode {
+            ClockMode::Live => BatchClock::Live(now_millis()),
+            ClockMode::EventTime => BatchClock::EventTime,
+        }
     }
 
     /// Waits for a commit; on success publishes its offset and returns the committed effects.
