@@ -432,3 +432,42 @@ async fn instances_in_one_group_share_the_partitions_and_each_deadline_fires_onc
     first.stop().await;
     second.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_delivered_twice_by_kafka_changes_nothing_the_second_time() {
+    let kafka = mock_kafka(2);
+    let brokers = kafka.bootstrap_servers();
+    let database = fresh_postgres_url().await;
+    let app = TestApp::spawn_distributed(&brokers, &database).await;
+    app.ingest(&[account("acct-dup", "enterprise", Some("ana.lima"))])
+        .await;
+    let detractor = nps("det-dup", "acct-dup", 1, 10, Some("Nobody answers"));
+    // A client that did not get its answer sends the same request again: both reach the topic.
+    app.ingest(std::slice::from_ref(&detractor)).await;
+    app.ingest(std::slice::from_ref(&detractor)).await;
+    // And once more after a restart, when the first sighting is only in the database.
+    app.stop().await;
+    let app = TestApp::spawn_distributed(&brokers, &database).await;
+    app.ingest(std::slice::from_ref(&detractor)).await;
+    let surveys = read_topic(&brokers, "sigloop.surveys", 3);
+    assert_eq!(surveys.len(), 3, "the broker holds three copies");
+    let loops = app.loops("account_id=acct-dup").await;
+    assert_eq!(loops.len(), 1, "{loops:?}");
+    assert_eq!(loops[0]["signal_count"], 1, "{loops:?}");
+    assert_eq!(
+        app.counter_total("sigloop_events_duplicate_total").await,
+        1.0
+    );
+    let (_, journeys) = app.get("/v1/journeys?group_by=stage").await;
+    let responses: u64 = journeys["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|group| group["events"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        responses, 1,
+        "the detractor counts once in the journey figures: {journeys}"
+    );
+    app.stop().await;
+}

@@ -190,6 +190,7 @@ macro_rules! conformance_suite {
             journey_accounts_are_counted_once_however_often_a_pair_is_written,
             journey_snapshot_returns_summed_rows_from_the_lookback_and_purge_removes_old_journey_rows,
             source_offsets_round_trip_through_commit_batch_and_move_from_the_stored_offset,
+            seen_events_answers_which_ids_a_committed_batch_stored_and_purge_forgets_old_ones,
             a_stale_offset_advance_is_fenced_and_writes_nothing_of_its_batch,
             an_advance_from_no_offset_is_fenced_when_the_partition_already_has_one,
             outbox_events_come_back_in_commit_order_after_an_id_up_to_a_limit,
@@ -2685,4 +2686,36 @@ async fn postgres_instances_writing_at_once_number_log_entries_and_outbox_events
         store.close().await;
     }
     backend.finish().await;
+}
+
+fn key(source: &str, id: &str) -> (String, String) {
+    (source.to_owned(), id.to_owned())
+}
+
+async fn seen_events_answers_which_ids_a_committed_batch_stored_and_purge_forgets_old_ones(
+    storage: &dyn Storage,
+) {
+    let wanted = [
+        key("zendesk", "t-1"),
+        key("zendesk", "t-2"),
+        key("survey", "t-1"),
+    ];
+    assert!(storage.seen_events(&wanted).await.unwrap().is_empty());
+    assert!(storage.seen_events(&[]).await.unwrap().is_empty());
+    let mut first = batch_with_loops(1, []);
+    first.seen = vec![key("zendesk", "t-1")];
+    storage.commit_batch(&first, 1_000).await.unwrap();
+    // The same id again (a batch that saw it in flight) is no error.
+    let mut second = batch_with_loops(2, []);
+    second.seen = vec![key("survey", "t-1"), key("zendesk", "t-1")];
+    storage.commit_batch(&second, 5_000).await.unwrap();
+    let mut found = storage.seen_events(&wanted).await.unwrap();
+    found.sort();
+    assert_eq!(found, vec![key("survey", "t-1"), key("zendesk", "t-1")]);
+    // Seen at 1,000 (the first commit) is past a cutoff of 2,000; seen at 5,000 is not.
+    storage.purge(2_000, 0).await.unwrap();
+    assert_eq!(
+        storage.seen_events(&wanted).await.unwrap(),
+        vec![key("survey", "t-1")]
+    );
 }

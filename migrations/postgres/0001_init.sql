@@ -234,3 +234,13 @@ CREATE TABLE outbox_sinks (
     holder TEXT NOT NULL,
     lease_until BIGINT NOT NULL
 );
+
+-- The (source, id) of every event the distributed mode processed, for the retention period: Kafka can
+-- deliver an id twice (a client re-sending after an error), and a repeat must change nothing.
+CREATE TABLE seen_events (
+    source TEXT COLLATE "C" NOT NULL,
+    id TEXT COLLATE "C" NOT NULL,
+    seen_at BIGINT NOT NULL,
+    PRIMARY KEY (source, id)
+);
+CREATE INDEX seen_events_seen_at ON seen_events (seen_at);

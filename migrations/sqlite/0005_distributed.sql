@@ -32,3 +32,13 @@ CREATE TABLE outbox_sinks (
     holder TEXT NOT NULL,
     lease_until INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- The (source, id) of every event the distributed mode processed, for the retention period: Kafka can
+-- deliver an id twice (a client re-sending after an error), and a repeat must change nothing.
+CREATE TABLE seen_events (
+    source TEXT NOT NULL,
+    id TEXT NOT NULL,
+    seen_at INTEGER NOT NULL,
+    PRIMARY KEY (source, id)
+) WITHOUT ROWID;
+CREATE INDEX seen_events_seen_at ON seen_events (seen_at);

@@ -5,7 +5,7 @@
 //! one transaction. It never reads the wall clock or does I/O: time enters as event time and through
 //! the [`BatchClock`] the caller passes, so the same log and configuration give the same loops.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -134,6 +134,9 @@ pub struct CoreState {
     /// Distributed mode: the partitions this instance holds. `None` (the embedded mode) owns
     /// everything.
     pub ownership: Option<ownership::Ownership>,
+    /// Distributed mode: (source, id) of the events already stored or in flight among those of the
+    /// batch about to run, set by the processor before each batch (not committed state).
+    pub seen: HashSet<(String, String)>,
 }
 
 impl CoreState {
@@ -262,6 +265,8 @@ pub struct FailedEntry {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BatchStats {
     pub events: usize,
+    /// Distributed mode: events skipped because their (source, id) was already seen.
+    pub duplicates: u64,
     pub actions: usize,
     pub tags_applied: BTreeMap<String, u64>,
     pub signals: BTreeMap<String, u64>,
@@ -306,6 +311,9 @@ pub struct BatchEffects {
     pub outbox: Vec<OutboxEvent>,
     /// In the distributed mode, how far the batch moves each Kafka partition it read.
     pub source_offsets: Vec<OffsetAdvance>,
+    /// In the distributed mode, (source, id) of the batch's new events, stored so that a repeat is
+    /// recognised.
+    pub seen: Vec<(String, String)>,
     pub stats: BatchStats,
 }
 
@@ -442,8 +450,10 @@ pub struct Core {
     time: TimeDetectors,
     /// `None` when journeys are off (`[journeys] enabled = false`).
     journeys: Option<JourneyDetectors>,
-    /// Whether batches carry loop events for the outbox (someone relays them: the distributed mode).
-    outbox: bool,
+    /// The distributed mode: batches carry loop events for the outbox (the relay publishes them),
+    /// and events already seen are skipped here (Kafka, unlike the embedded log, can deliver an id
+    /// twice).
+    distributed: bool,
     config_version: String,
 }
 
@@ -480,7 +490,7 @@ impl Core {
                 .journeys
                 .enabled
                 .then(|| JourneyDetectors::new(&config.signals)),
-            outbox: config.settings.kafka.enabled,
+            distributed: config.settings.kafka.enabled,
             config_version: config.version.clone(),
         })
     }
@@ -532,6 +542,11 @@ impl Core {
         for entry in entries {
             match entry.kind {
                 EntryKind::Event => match decode::decode_event(entry.payload.as_bytes()) {
+                    Ok(event)
+                        if self.distributed && !first_sighting(state, &event, &mut effects) =>
+                    {
+                        effects.stats.duplicates += 1;
+                    }
                     Ok(event) => {
                         let now = advance_clock(state, clock, event.time);
                         self.fire_timers(state, now, &mut effects);
@@ -569,7 +584,7 @@ impl Core {
         }
         effects.offset = state.offset;
         effects.clock = state.clock;
-        if self.outbox {
+        if self.distributed {
             effects.outbox = outbox::events(&effects);
         }
         effects
@@ -1931,6 +1946,18 @@ fn close_verified(
     effects
         .loops
         .insert(loop_id.to_owned(), state.loops[loop_id].clone());
+}
+
+/// Distributed mode: whether `event` is new, by its (source, id). `CoreState::seen` holds the ids the
+/// processor found stored or in flight; a new one is added to it and to the batch's `seen` rows.
+fn first_sighting(state: &mut CoreState, event: &Event, effects: &mut BatchEffects) -> bool {
+    let key = (event.source.clone(), event.id.clone());
+    if state.seen.contains(&key) {
+        return false;
+    }
+    state.seen.insert(key.clone());
+    effects.seen.push(key);
+    true
 }
 
 /// Appends a history row and counts it on the loop. The caller copies the loop into the batch's effects

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::core::ownership::Ownership;
-use super::core::OffsetAdvance;
+use super::core::{EntryKind, LogEntry, OffsetAdvance};
 use super::{InFlight, Processor};
 use crate::kafka::source::{Feed, FeedBatch, Partition, SourceShared};
 use crate::storage::StoredOffset;
@@ -38,6 +38,8 @@ impl Processor {
         // Where processing has got to in each partition this instance owns: the `from` of the
         // next advance (`None` while nothing is stored for it).
         let mut positions: BTreeMap<Partition, Option<i64>> = BTreeMap::new();
+        // (source, id) of the events of the batch committing now: not stored yet, but seen.
+        let mut in_flight_seen: Vec<(String, String)> = Vec::new();
         // The accounts this instance acts for, put back into the state after every reload.
         let mut ownership = Some(Ownership {
             partitions: BTreeSet::new(),
@@ -128,6 +130,24 @@ impl Processor {
                     }
                 }
             };
+            // Events already stored as seen, or in the batch still committing, are repeats.
+            let keys = event_keys(&batch.entries);
+            let mut seen = match self.storage.seen_events(&keys).await {
+                Ok(seen) => seen,
+                Err(error) => {
+                    tracing::error!(error = %error, "Failed to look up seen events; reading the batch again.");
+                    if let Some(commit) = in_flight.take() {
+                        self.settle(commit, &source, &mut epoch, &mut positions)
+                            .await;
+                    }
+                    self.rewind(&source, &mut epoch, &mut positions).await;
+                    self.back_off(&mut failures, &CancellationToken::new())
+                        .await;
+                    continue;
+                }
+            };
+            seen.extend(in_flight_seen.iter().cloned());
+            self.state.lock().expect("core state lock").seen = seen.into_iter().collect();
             let clock = self.batch_clock();
             let core = Arc::clone(&self.core);
             let state = Arc::clone(&self.state);
@@ -167,6 +187,7 @@ impl Processor {
                 }
                 failures = 0;
             }
+            in_flight_seen = effects.seen.clone();
             in_flight = Some(self.start_commit(effects, batch_len));
         }
         if let Some(commit) = in_flight.take() {
@@ -194,6 +215,18 @@ impl Processor {
             source.committed(&committed, &self.metrics);
             return true;
         }
+        self.rewind(source, epoch, positions).await;
+        false
+    }
+
+    /// Puts the committed state back and sends the consumer back to the stored offsets under a new
+    /// epoch, so that everything read since the last commit is read again.
+    async fn rewind(
+        &self,
+        source: &SourceShared,
+        epoch: &mut u64,
+        positions: &mut BTreeMap<Partition, Option<i64>>,
+    ) {
         let ownership = self
             .state
             .lock()
@@ -209,7 +242,6 @@ impl Processor {
         *source.reseek.lock().expect("reseek lock") = stored;
         *epoch += 1;
         source.epoch.store(*epoch, Ordering::SeqCst);
-        false
     }
 
     /// Puts `ownership` into the core state (a reload starts from storage, which knows none).
@@ -229,6 +261,22 @@ impl Processor {
             }
         }
     }
+}
+
+/// (source, id) of each event entry, read without decoding the rest of the event (a payload that
+/// does not even have them is left to the core, which dead-letters it).
+fn event_keys(entries: &[LogEntry]) -> Vec<(String, String)> {
+    #[derive(serde::Deserialize)]
+    struct Ids {
+        source: String,
+        id: String,
+    }
+    entries
+        .iter()
+        .filter(|entry| entry.kind == EntryKind::Event)
+        .filter_map(|entry| serde_json::from_str::<Ids>(&entry.payload).ok())
+        .map(|ids| (ids.source, ids.id))
+        .collect()
 }
 
 fn stored_position(stored: &[StoredOffset], partition: &Partition) -> Option<i64> {

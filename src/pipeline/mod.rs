@@ -271,6 +271,7 @@ impl Processor {
                 .with_label_values(&[queue.as_str()])
                 .inc_by(*count);
         }
+        metrics.events_duplicate.inc_by(effects.stats.duplicates);
         for latency in &effects.stats.event_to_loop_millis {
             metrics
                 .event_to_loop_seconds

@@ -266,7 +266,8 @@ pub trait Storage: Send + Sync + 'static {
         committed_at: Millis,
     ) -> Result<(), StorageError>;
 
-    /// Deletes processed log entries and dead letters received before `cutoff`, journey buckets
+    /// Deletes processed log entries, dead letters and seen-event ids received before `cutoff`,
+    /// journey buckets
     /// (with their account sets and fired markers) whose window started before `journey_cutoff`, and
     /// outbox events created before `cutoff` that every sink with a cursor has delivered (all of
     /// them when no sink has one).
@@ -306,6 +307,13 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<Vec<DeadLetterRow>, StorageError>;
     /// Every loop with its trace, history and evidence, sorted by key and generation.
     async fn export(&self) -> Result<Vec<LoopDetail>, StorageError>;
+    /// Of `keys` ((source, id) of events), those a committed batch already stored as seen (its
+    /// `seen` rows, kept for the retention period): the distributed mode's duplicate detection.
+    async fn seen_events(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<Vec<(String, String)>, StorageError>;
+
     /// Every partition's committed position (the distributed mode's consumer offsets).
     async fn source_offsets(&self) -> Result<Vec<StoredOffset>, StorageError>;
 

@@ -338,6 +338,10 @@ const UPSERT_PROCESSOR_STATE: &str =
     "INSERT INTO processor_state (name, offset_seq, clock) VALUES ($1, $2, $3) \
      ON CONFLICT (name) DO UPDATE SET offset_seq = EXCLUDED.offset_seq, clock = EXCLUDED.clock";
 
+const INSERT_SEEN: &str = "INSERT INTO seen_events (source, id, seen_at) \
+     SELECT source, id, $1 FROM UNNEST($2::text[], $3::text[]) AS new_seen (source, id) \
+     ORDER BY source, id ON CONFLICT DO NOTHING";
+
 const INSERT_OUTBOX: &str =
     "INSERT INTO outbox (created_at, loop_id, loop_key, account_id, event, at, payload) \
      SELECT $1, loop_id, loop_key, account_id, event, at, payload \
@@ -1263,12 +1267,37 @@ impl Storage for PostgresStorage {
             .collect();
         insert_dead_letters(&mut transaction, &failed, committed_at).await?;
 
-        sqlx::query(UPSERT_PROCESSOR_STATE)
-            .bind(PROCESSOR)
-            .bind(effects.offset)
-            .bind(effects.clock)
-            .execute(&mut *transaction)
-            .await?;
+        if !effects.seen.is_empty() {
+            sqlx::query(INSERT_SEEN)
+                .bind(committed_at)
+                .bind(
+                    effects
+                        .seen
+                        .iter()
+                        .map(|(source, _)| storable(source))
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    effects
+                        .seen
+                        .iter()
+                        .map(|(_, id)| storable(id))
+                        .collect::<Vec<_>>(),
+                )
+                .execute(&mut *transaction)
+                .await?;
+        }
+
+        // The log offset means nothing in the distributed mode (it stays 0): there, skipping the
+        // row keeps every instance's commit from queueing on it.
+        if effects.offset != 0 || effects.source_offsets.is_empty() {
+            sqlx::query(UPSERT_PROCESSOR_STATE)
+                .bind(PROCESSOR)
+                .bind(effects.offset)
+                .bind(effects.clock)
+                .execute(&mut *transaction)
+                .await?;
+        }
 
         // Last, so that the lock that orders outbox ids is held for the shortest time, and taken
         // only after every row lock of the batch (a batch holding it waits for nobody).
@@ -1355,6 +1384,10 @@ impl Storage for PostgresStorage {
                 .execute(&mut *transaction)
                 .await?;
         }
+        sqlx::query("DELETE FROM seen_events WHERE seen_at < $1")
+            .bind(cutoff)
+            .execute(&mut *transaction)
+            .await?;
         // Only what every sink with a cursor has delivered (ids up to the smallest cursor); with no
         // sink at all, nobody relays the outbox and age alone decides.
         let outbox = sqlx::query(
@@ -1852,6 +1885,29 @@ impl Storage for PostgresStorage {
                     next_offset: row.try_get("next_offset")?,
                 })
             })
+            .collect()
+    }
+
+    async fn seen_events(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<Vec<(String, String)>, StorageError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sources: Vec<_> = keys.iter().map(|(source, _)| storable(source)).collect();
+        let ids: Vec<_> = keys.iter().map(|(_, id)| storable(id)).collect();
+        let rows = sqlx::query(
+            "SELECT seen.source, seen.id FROM seen_events AS seen \
+             JOIN UNNEST($1::text[], $2::text[]) AS wanted (source, id) \
+             ON seen.source = wanted.source AND seen.id = wanted.id",
+        )
+        .bind(&sources)
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("source")?, row.try_get("id")?)))
             .collect()
     }
 

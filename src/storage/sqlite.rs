@@ -848,6 +848,15 @@ impl Storage for SqliteStorage {
             insert_dead_letters(&mut builder, chunk, committed_at);
             builder.build().execute(&mut *transaction).await?;
         }
+        for chunk in effects.seen.chunks(ROWS_PER_STATEMENT) {
+            let mut builder: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO seen_events (source, id, seen_at) ");
+            builder.push_values(chunk, |mut row, (source, id)| {
+                row.push_bind(source).push_bind(id).push_bind(committed_at);
+            });
+            builder.push(" ON CONFLICT DO NOTHING");
+            builder.build().execute(&mut *transaction).await?;
+        }
         // One writer: AUTOINCREMENT hands out ids in commit order with no lock of our own.
         for chunk in effects.outbox.chunks(ROWS_PER_STATEMENT) {
             let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
@@ -926,6 +935,10 @@ impl Storage for SqliteStorage {
         }
         // Only what every sink with a cursor has delivered (ids below the smallest cursor); with no
         // sink at all, nobody relays the outbox and age alone decides.
+        sqlx::query("DELETE FROM seen_events WHERE seen_at < ?")
+            .bind(cutoff)
+            .execute(&mut *transaction)
+            .await?;
         let outbox = sqlx::query(
             "DELETE FROM outbox WHERE created_at < ? AND id <= \
              COALESCE((SELECT MIN(delivered) FROM outbox_sinks), 9223372036854775807)",
@@ -1418,6 +1431,32 @@ impl Storage for SqliteStorage {
                 })
             })
             .collect()
+    }
+
+    async fn seen_events(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<Vec<(String, String)>, StorageError> {
+        let mut found = Vec::new();
+        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+            let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "SELECT source, id FROM seen_events WHERE (source, id) IN (VALUES ",
+            );
+            let mut values = builder.separated(", ");
+            for (source, id) in chunk {
+                values.push("(");
+                values.push_bind_unseparated(source);
+                values.push_unseparated(", ");
+                values.push_bind_unseparated(id);
+                values.push_unseparated(")");
+            }
+            builder.push(")");
+            let rows = builder.build().fetch_all(&self.reader).await?;
+            for row in rows {
+                found.push((row.try_get("source")?, row.try_get("id")?));
+            }
+        }
+        Ok(found)
     }
 
     async fn outbox_after(&self, after: i64, limit: u32) -> Result<Vec<OutboxRow>, StorageError> {
