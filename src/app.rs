@@ -16,11 +16,13 @@ use crate::config::settings::{StorageBackend, StorageSettings};
 use crate::config::Config;
 use crate::ingest::Ingestor;
 use crate::kafka::producer::EventProducer;
-use crate::kafka::relay::Relay;
+use crate::kafka::relay::KafkaSink;
 use crate::pipeline::core::Core;
 use crate::pipeline::{now_millis, ActionOutcomes, Processor};
+use crate::relay::Relay;
 use crate::storage::{PostgresStorage, SqliteStorage, Storage};
 use crate::telemetry::Metrics;
+use crate::webhook::WebhookSink;
 
 pub struct Application {
     listener: TcpListener,
@@ -179,8 +181,27 @@ impl Application {
         // The distributed mode's consumer thread stops on this flag: it leaves the group (its
         // revocation goes through the processor), then closes the feed, which ends the processor.
         let consumer_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut relay_task = None;
+        let mut relay_tasks = Vec::new();
         let mut consumer_thread = None;
+        for webhook in &state.inner.config.settings.webhooks {
+            let secret = match &webhook.secret_env {
+                Some(variable) => Some(std::env::var(variable).with_context(|| {
+                    format!(
+                        "webhook `{}`: the secret variable {variable} is not set",
+                        webhook.name
+                    )
+                })?),
+                None => None,
+            };
+            let sink = WebhookSink::new(webhook, &state.inner.config.routes, secret)?;
+            let relay = Relay::new(
+                Arc::clone(&state.inner.storage),
+                sink,
+                instance_name(),
+                Arc::clone(&state.inner.metrics),
+            );
+            relay_tasks.push(tokio::spawn(relay.run(processor_shutdown.clone())));
+        }
         let mut processor_task = {
             let running = Arc::clone(&state.inner.processor_running);
             if kafka.enabled {
@@ -195,12 +216,12 @@ impl Application {
                     Arc::clone(&consumer_stop),
                 )?;
                 let relay = Relay::new(
-                    kafka,
                     Arc::clone(&state.inner.storage),
+                    KafkaSink::new(kafka)?,
                     instance_name(),
                     Arc::clone(&state.inner.metrics),
-                )?;
-                relay_task = Some(tokio::spawn(relay.run(processor_shutdown.clone())));
+                );
+                relay_tasks.push(tokio::spawn(relay.run(processor_shutdown.clone())));
                 let shared = Arc::clone(&source.shared);
                 consumer_thread = Some(source.thread);
                 tokio::spawn(async move {
@@ -250,7 +271,7 @@ impl Application {
         if let Some(thread) = consumer_thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
-        if let Some(relay) = relay_task {
+        for relay in relay_tasks {
             let _ = relay.await;
         }
         let _ = purge_task.await;

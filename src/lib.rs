@@ -22,6 +22,8 @@
 //! - [`gen`]: the deterministic event generator; [`bench`]: the end-to-end benchmark.
 //! - [`replay`]: `sigloop replay` (a file through the pipeline on event time, into a fresh database)
 //!   and `sigloop diff` (one file under two configurations, loops compared).
+//! - [`relay`]: the outbox relay (committed loop events, in order, at least once) to a sink: Kafka
+//!   ([`kafka::relay`]) or a webhook ([`webhook`], HMAC-signed, per queue or team).
 //! - [`telemetry`]: metrics and logs; [`failpoint`]: crash points for the durability tests.
 //!
 //! decode, tag, detect, route, loops and kpi are synchronous and pure: no I/O, no wall clock.
@@ -42,8 +44,10 @@ pub mod kafka;
 pub mod kpi;
 pub mod loops;
 pub mod pipeline;
+pub mod relay;
 pub mod replay;
 pub mod route;
 pub mod storage;
 pub mod tag;
 pub mod telemetry;
+pub mod webhook;

@@ -16,6 +16,32 @@ pub struct Settings {
     pub journeys: JourneySettings,
     #[serde(default)]
     pub kafka: KafkaSettings,
+    /// Loop events POSTed to HTTP endpoints, from the outbox.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Names the webhook's cursor (`webhook:NAME`); unique.
+    pub name: String,
+    pub url: String,
+    /// Loop events of these queues, and of the queues of these teams; neither: every loop event.
+    #[serde(default)]
+    pub queues: Vec<String>,
+    #[serde(default)]
+    pub teams: Vec<String>,
+    /// The environment variable holding the HMAC-SHA256 key that signs each request (secrets stay
+    /// out of files); unset: requests are not signed.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_webhook_timeout() -> u64 {
+    10
 }
 
 /// The distributed mode's Kafka: where events come from and where loop events and dead letters go.
@@ -267,6 +293,21 @@ impl Settings {
                 "sigloop: kafka.enabled needs storage.backend = \"postgres\" (instances share it)"
                     .to_owned(),
             );
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for webhook in &self.webhooks {
+            if webhook.name.trim().is_empty() || !names.insert(webhook.name.as_str()) {
+                problems.push(format!(
+                    "sigloop: webhooks need a unique, non-empty name (`{}`)",
+                    webhook.name
+                ));
+            }
+            if !(webhook.url.starts_with("http://") || webhook.url.starts_with("https://")) {
+                problems.push(format!(
+                    "sigloop: webhook `{}`: url `{}` is not an http:// or https:// URL",
+                    webhook.name, webhook.url
+                ));
+            }
         }
         if self.journeys.retention_days == 0 {
             problems.push("sigloop: journeys.retention_days must be at least 1".to_owned());

@@ -450,10 +450,11 @@ pub struct Core {
     time: TimeDetectors,
     /// `None` when journeys are off (`[journeys] enabled = false`).
     journeys: Option<JourneyDetectors>,
-    /// The distributed mode: batches carry loop events for the outbox (the relay publishes them),
-    /// and events already seen are skipped here (Kafka, unlike the embedded log, can deliver an id
-    /// twice).
+    /// The distributed mode: events already seen are skipped here (Kafka, unlike the embedded log,
+    /// can deliver an id twice).
     distributed: bool,
+    /// Batches carry loop events for the outbox: someone relays them (Kafka, webhooks).
+    outbox: bool,
     config_version: String,
 }
 
@@ -491,6 +492,7 @@ impl Core {
                 .enabled
                 .then(|| JourneyDetectors::new(&config.signals)),
             distributed: config.settings.kafka.enabled,
+            outbox: config.settings.kafka.enabled || !config.settings.webhooks.is_empty(),
             config_version: config.version.clone(),
         })
     }
@@ -584,7 +586,7 @@ impl Core {
         }
         effects.offset = state.offset;
         effects.clock = state.clock;
-        if self.distributed {
+        if self.outbox {
             effects.outbox = outbox::events(&effects);
         }
         effects

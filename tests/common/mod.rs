@@ -23,6 +23,12 @@ pub struct TestApp {
 
 /// The embedded configuration with test overrides (`SIGLOOP__...` style pairs).
 pub fn config_with(db_path: &Path, overrides: &[(&str, &str)]) -> Config {
+    config_with_settings(db_path, "", overrides)
+}
+
+/// [`config_with`], with `extra` TOML appended to the embedded `sigloop.toml` (for what environment
+/// variables cannot say, such as `[[webhooks]]`).
+pub fn config_with_settings(db_path: &Path, extra: &str, overrides: &[(&str, &str)]) -> Config {
     let mut env: Vec<(String, String)> = vec![
         (
             "SIGLOOP__SERVER__LISTEN".to_owned(),
@@ -38,8 +44,10 @@ pub fn config_with(db_path: &Path, overrides: &[(&str, &str)]) -> Config {
             .iter()
             .map(|(key, value)| ((*key).to_owned(), (*value).to_owned())),
     );
-    let mut config = Config::parse(&sigloop::config::ConfigSources::embedded(), env.into_iter())
-        .expect("test config is valid");
+    let mut sources = sigloop::config::ConfigSources::embedded();
+    sources.settings.push('\n');
+    sources.settings.push_str(extra);
+    let mut config = Config::parse(&sources, env.into_iter()).expect("test config is valid");
     config.settings.storage.path = db_path.to_owned();
     config
 }
@@ -73,6 +81,16 @@ impl TestApp {
         TestApp::spawn_with(&pairs).await
     }
 
+    /// The application with `extra` TOML appended to the embedded `sigloop.toml`.
+    pub async fn spawn_with_settings(extra: &str) -> TestApp {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let db_path = directory.path().join("sigloop.db");
+        let application = Application::build(config_with_settings(&db_path, extra, &[]))
+            .await
+            .expect("the application builds");
+        TestApp::run(application, directory, db_path)
+    }
+
     pub async fn spawn_with(overrides: &[(&str, &str)]) -> TestApp {
         let directory = tempfile::tempdir().expect("temporary directory");
         let db_path = directory.path().join("sigloop.db");
@@ -87,6 +105,10 @@ impl TestApp {
         let application = Application::build(config_with(&db_path, overrides))
             .await
             .expect("the application builds");
+        TestApp::run(application, directory, db_path)
+    }
+
+    fn run(application: Application, directory: tempfile::TempDir, db_path: PathBuf) -> TestApp {
         let address = format!("http://127.0.0.1:{}", application.port());
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(application.run_until_stopped(shutdown.clone()));
