@@ -343,20 +343,25 @@ async fn latency_phase(
     let mut waiting: BTreeMap<(String, i32), VecDeque<(i64, Instant)>> = BTreeMap::new();
     let mut latencies = Vec::new();
     let started = Instant::now();
-    let mut source = lines.iter().cycle();
+    // The lines again, each under a fresh event id: a repeated id would be skipped as a duplicate
+    // and cost less than a real event.
+    let mut source = lines.iter().cycle().enumerate();
     for slice in 0..slices {
         let due = started + Duration::from_millis(slice * 10);
         tokio::time::sleep_until(due.into()).await;
-        let chunk: Vec<OutgoingEvent<'_>> = (0..per_slice)
+        let renamed: Vec<(&Line<'_>, String)> = (0..per_slice)
             .filter_map(|_| source.next())
-            .map(|line| OutgoingEvent {
+            .map(|(index, line)| (line, with_fresh_id(line.payload, index)))
+            .collect();
+        let chunk: Vec<OutgoingEvent<'_>> = renamed
+            .iter()
+            .map(|(line, payload)| OutgoingEvent {
                 event_type: line.event_type,
                 account_id: &line.account_id,
-                payload: line.payload,
+                payload,
             })
             .collect();
         let sent_at = Instant::now();
-        // Replayed lines repeat event ids; the measurement is about time, not content.
         for event in producer.produce_events(&chunk).await? {
             waiting
                 .entry((event.topic, event.partition))
@@ -372,6 +377,18 @@ async fn latency_phase(
     }
     latencies.sort_by(f64::total_cmp);
     Ok(latencies)
+}
+
+/// `payload` with `-latency-INDEX` appended to its event id.
+fn with_fresh_id(payload: &str, index: usize) -> String {
+    match serde_json::from_str::<serde_json::Value>(payload) {
+        Ok(mut event) => {
+            let id = format!("{}-latency-{index}", event["id"].as_str().unwrap_or_default());
+            event["id"] = serde_json::Value::String(id);
+            event.to_string()
+        }
+        Err(_) => payload.to_owned(),
+    }
 }
 
 async fn collect(
