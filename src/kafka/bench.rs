@@ -383,7 +383,10 @@ async fn latency_phase(
 fn with_fresh_id(payload: &str, index: usize) -> String {
     match serde_json::from_str::<serde_json::Value>(payload) {
         Ok(mut event) => {
-            let id = format!("{}-latency-{index}", event["id"].as_str().unwrap_or_default());
+            let id = format!(
+                "{}-latency-{index}",
+                event["id"].as_str().unwrap_or_default()
+            );
             event["id"] = serde_json::Value::String(id);
             event.to_string()
         }

@@ -5,6 +5,7 @@
 //! conformance suite, `tests/storage_conformance.rs`).
 
 mod postgres;
+mod shared;
 mod sqlite;
 
 use std::collections::BTreeMap;

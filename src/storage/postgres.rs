@@ -25,6 +25,10 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Postgres, QueryBuilder, Row, Transaction};
 
+use super::shared::{
+    bucket_from_row, corrupt, fenced_lease, fenced_offset, figure_values, group_key, linked,
+    GroupKey,
+};
 use super::{
     AccountView, AppendEntry, AppendOutcome, DeadLetterRow, JourneyDimension, JourneyGroup,
     JourneyQuery, LinkedLoop, LoopDetail, LoopFilter, LoopPage, NewDeadLetter, OutboxRow,
@@ -35,7 +39,7 @@ use crate::config::routes::SignalKind;
 use crate::config::signals::Window;
 use crate::detect::time::{AccountTimer, MetricSeries};
 use crate::domain::{AccountId, Millis};
-use crate::journey::{BucketKey, Figures, FiredRow, JourneySnapshot};
+use crate::journey::{Figures, FiredRow, JourneySnapshot};
 use crate::kpi::LoopTiming;
 use crate::loops::{CloseReason, EvidenceRow, HistoryRow, LoopRecord, LoopState};
 use crate::pipeline::core::{
@@ -92,10 +96,6 @@ impl PostgresStorage {
     }
 }
 
-fn corrupt(what: &str, error: impl std::fmt::Display) -> StorageError {
-    StorageError::Corrupt(format!("{what}: {error}"))
-}
-
 fn to_json<T: serde::Serialize>(value: &T, what: &str) -> Result<String, StorageError> {
     serde_json::to_string(value).map_err(|error| corrupt(&format!("{what} to store"), error))
 }
@@ -110,25 +110,6 @@ fn storable(text: &str) -> Cow<'_, str> {
     } else {
         Cow::Borrowed(text)
     }
-}
-
-/// The error of an offset advance whose `from` is not the stored position: another instance owns
-/// the partition now (or the batch was committed before).
-fn fenced_offset(advance: &OffsetAdvance) -> StorageError {
-    let expected = advance.from.map_or_else(
-        || "no stored offset".to_owned(),
-        |from| format!("offset {from}"),
-    );
-    StorageError::Fenced(format!(
-        "partition {} of topic {} is no longer at {expected}",
-        advance.partition, advance.topic
-    ))
-}
-
-fn fenced_lease(sink: &str, holder: &str) -> StorageError {
-    StorageError::Fenced(format!(
-        "{holder} does not hold the lease of outbox sink {sink}"
-    ))
 }
 
 fn json_column<T: serde::de::DeserializeOwned>(
@@ -180,19 +161,6 @@ fn dead_letter_from_row(row: &PgRow) -> Result<DeadLetterRow, StorageError> {
             payload: row.try_get("payload")?,
         },
     })
-}
-
-fn linked(record: &LoopRecord, at: Millis) -> LinkedLoop {
-    LinkedLoop {
-        loop_id: record.id.clone(),
-        key: record.key.clone(),
-        kind: record.kind,
-        account_id: record.account_id.clone(),
-        state: record.state,
-        queue: record.queue.clone(),
-        owner: record.owner.clone(),
-        linked_at: at,
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -359,22 +327,6 @@ fn figure_sums() -> String {
         .join(", ")
 }
 
-fn figure_values(figures: &Figures) -> [i64; 10] {
-    [
-        figures.events,
-        figures.tickets,
-        figures.nps_responses,
-        figures.promoters,
-        figures.passives,
-        figures.detractors,
-        figures.csat_responses,
-        figures.csat_sum,
-        figures.ces_responses,
-        figures.ces_sum,
-    ]
-    .map(|value| value as i64)
-}
-
 /// Reads the columns named as `FIGURE_COLUMNS` (sums, so possibly NULL on no rows).
 fn figures_from_row(row: &PgRow) -> Result<Figures, StorageError> {
     let mut values = [0u64; 10];
@@ -395,15 +347,6 @@ fn figures_from_row(row: &PgRow) -> Result<Figures, StorageError> {
         csat_sum,
         ces_responses,
         ces_sum,
-    })
-}
-
-fn bucket_from_row(row: &PgRow) -> Result<BucketKey, StorageError> {
-    Ok(BucketKey {
-        start: row.try_get("start")?,
-        stage: row.try_get("stage")?,
-        tag: row.try_get("tag")?,
-        touchpoint: row.try_get("touchpoint")?,
     })
 }
 
@@ -459,27 +402,6 @@ fn journey_columns(query: &JourneyQuery) -> Vec<String> {
             }
         })
         .collect()
-}
-
-/// The key of a journey group: (stage, tag, touchpoint, window start), `None` where not grouped.
-type GroupKey = (
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<Millis>,
-);
-
-fn group_key(row: &PgRow, query: &JourneyQuery) -> Result<GroupKey, StorageError> {
-    let mut key: GroupKey = (None, None, None, None);
-    for dimension in &query.group_by {
-        match dimension {
-            JourneyDimension::Stage => key.0 = Some(row.try_get("stage")?),
-            JourneyDimension::Tag => key.1 = Some(row.try_get("tag")?),
-            JourneyDimension::Touchpoint => key.2 = Some(row.try_get("touchpoint")?),
-            JourneyDimension::Window => key.3 = Some(row.try_get("window_start")?),
-        }
-    }
-    Ok(key)
 }
 
 /// Inserts dead letters (payloads cut to the maximum size) received at `received_at`, in order.

@@ -16,6 +16,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite};
 
+use super::shared::{
+    bucket_from_row, corrupt, fenced_lease, fenced_offset, figure_values, group_key, linked,
+    GroupKey,
+};
 use super::{
     AccountView, AppendEntry, AppendOutcome, DeadLetterRow, JourneyDimension, JourneyGroup,
     JourneyQuery, LinkedLoop, LoopDetail, LoopFilter, LoopPage, NewDeadLetter, OutboxRow,
@@ -28,12 +32,10 @@ use crate::config::signals::Window;
 use crate::detect::time::{AccountTimer, MetricSeries};
 use crate::detect::RepeatKey;
 use crate::domain::{AccountId, Millis};
-use crate::journey::{BucketKey, Figures, FiredRow, JourneySnapshot};
+use crate::journey::{Figures, FiredRow, JourneySnapshot};
 use crate::kpi::LoopTiming;
 use crate::loops::{CloseReason, EvidenceRow, HistoryRow, LinkRow, LoopRecord, LoopState};
-use crate::pipeline::core::{
-    BatchEffects, CoreState, EntryKind, LogEntry, OffsetAdvance, OutboxEvent, SignalRow,
-};
+use crate::pipeline::core::{BatchEffects, CoreState, EntryKind, LogEntry, OutboxEvent, SignalRow};
 use crate::route::Account;
 
 const PROCESSOR: &str = "processor";
@@ -106,29 +108,6 @@ impl SqliteStorage {
         self.reader.close().await;
         self.writer.close().await;
     }
-}
-
-fn corrupt(what: &str, error: impl std::fmt::Display) -> StorageError {
-    StorageError::Corrupt(format!("{what}: {error}"))
-}
-
-/// The error of an offset advance whose `from` is not the stored position: another instance owns
-/// the partition now (or a batch was committed twice).
-fn fenced_offset(advance: &OffsetAdvance) -> StorageError {
-    let expected = advance.from.map_or_else(
-        || "no stored offset".to_owned(),
-        |from| format!("offset {from}"),
-    );
-    StorageError::Fenced(format!(
-        "partition {} of topic {} is no longer at {expected}",
-        advance.partition, advance.topic
-    ))
-}
-
-fn fenced_lease(sink: &str, holder: &str) -> StorageError {
-    StorageError::Fenced(format!(
-        "{holder} does not hold the lease of outbox sink {sink}"
-    ))
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> String {
@@ -224,22 +203,6 @@ fn figure_sums() -> String {
         .join(", ")
 }
 
-fn figure_values(figures: &Figures) -> [i64; 10] {
-    [
-        figures.events,
-        figures.tickets,
-        figures.nps_responses,
-        figures.promoters,
-        figures.passives,
-        figures.detractors,
-        figures.csat_responses,
-        figures.csat_sum,
-        figures.ces_responses,
-        figures.ces_sum,
-    ]
-    .map(|value| value as i64)
-}
-
 /// Reads the columns named as `FIGURE_COLUMNS` (sums, so possibly NULL on no rows).
 fn figures_from_row(row: &SqliteRow) -> Result<Figures, StorageError> {
     let mut values = [0u64; 10];
@@ -259,15 +222,6 @@ fn figures_from_row(row: &SqliteRow) -> Result<Figures, StorageError> {
         csat_sum,
         ces_responses,
         ces_sum,
-    })
-}
-
-fn bucket_from_row(row: &SqliteRow) -> Result<BucketKey, StorageError> {
-    Ok(BucketKey {
-        start: row.try_get("start")?,
-        stage: row.try_get("stage")?,
-        tag: row.try_get("tag")?,
-        touchpoint: row.try_get("touchpoint")?,
     })
 }
 
@@ -316,27 +270,6 @@ fn journey_columns(query: &JourneyQuery) -> Vec<String> {
             }
         })
         .collect()
-}
-
-/// The key of a journey group: (stage, tag, touchpoint, window start), `None` where not grouped.
-type GroupKey = (
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<Millis>,
-);
-
-fn group_key(row: &SqliteRow, query: &JourneyQuery) -> Result<GroupKey, StorageError> {
-    let mut key: GroupKey = (None, None, None, None);
-    for dimension in &query.group_by {
-        match dimension {
-            JourneyDimension::Stage => key.0 = Some(row.try_get("stage")?),
-            JourneyDimension::Tag => key.1 = Some(row.try_get("tag")?),
-            JourneyDimension::Touchpoint => key.2 = Some(row.try_get("touchpoint")?),
-            JourneyDimension::Window => key.3 = Some(row.try_get("window_start")?),
-        }
-    }
-    Ok(key)
 }
 
 fn insert_dead_letters<'a>(
@@ -1535,19 +1468,6 @@ impl Storage for SqliteStorage {
     async fn ping(&self) -> Result<(), StorageError> {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
-    }
-}
-
-fn linked(record: &LoopRecord, at: Millis) -> LinkedLoop {
-    LinkedLoop {
-        loop_id: record.id.clone(),
-        key: record.key.clone(),
-        kind: record.kind,
-        account_id: record.account_id.clone(),
-        state: record.state,
-        queue: record.queue.clone(),
-        owner: record.owner.clone(),
-        linked_at: at,
     }
 }
 

@@ -1,0 +1,107 @@
+//! What the SQLite and PostgreSQL backends share: error constructors, the journey figures' column
+//! values, the row readers that only need text and integer columns, and the link view.
+
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+use super::{JourneyDimension, JourneyQuery, LinkedLoop, StorageError};
+use crate::domain::Millis;
+use crate::journey::{BucketKey, Figures};
+use crate::loops::LoopRecord;
+use crate::pipeline::core::OffsetAdvance;
+
+pub(super) fn corrupt(what: &str, error: impl std::fmt::Display) -> StorageError {
+    StorageError::Corrupt(format!("{what}: {error}"))
+}
+
+/// The error of an offset advance whose `from` is not the stored position: another instance owns
+/// the partition now (or a batch was committed twice).
+pub(super) fn fenced_offset(advance: &OffsetAdvance) -> StorageError {
+    let expected = advance.from.map_or_else(
+        || "no stored offset".to_owned(),
+        |from| format!("offset {from}"),
+    );
+    StorageError::Fenced(format!(
+        "partition {} of topic {} is no longer at {expected}",
+        advance.partition, advance.topic
+    ))
+}
+
+pub(super) fn fenced_lease(sink: &str, holder: &str) -> StorageError {
+    StorageError::Fenced(format!(
+        "{holder} does not hold the lease of outbox sink {sink}"
+    ))
+}
+
+/// The additive figures in the order of the backends' `FIGURE_COLUMNS`.
+pub(super) fn figure_values(figures: &Figures) -> [i64; 10] {
+    [
+        figures.events,
+        figures.tickets,
+        figures.nps_responses,
+        figures.promoters,
+        figures.passives,
+        figures.detractors,
+        figures.csat_responses,
+        figures.csat_sum,
+        figures.ces_responses,
+        figures.ces_sum,
+    ]
+    .map(|value| value as i64)
+}
+
+/// Reads a bucket's key columns from a row of either backend.
+pub(super) fn bucket_from_row<R>(row: &R) -> Result<BucketKey, StorageError>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(BucketKey {
+        start: row.try_get("start")?,
+        stage: row.try_get("stage")?,
+        tag: row.try_get("tag")?,
+        touchpoint: row.try_get("touchpoint")?,
+    })
+}
+
+/// The key of a journey group: (stage, tag, touchpoint, window start), `None` where not grouped.
+pub(super) type GroupKey = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<Millis>,
+);
+
+pub(super) fn group_key<R>(row: &R, query: &JourneyQuery) -> Result<GroupKey, StorageError>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let mut key: GroupKey = (None, None, None, None);
+    for dimension in &query.group_by {
+        match dimension {
+            JourneyDimension::Stage => key.0 = Some(row.try_get("stage")?),
+            JourneyDimension::Tag => key.1 = Some(row.try_get("tag")?),
+            JourneyDimension::Touchpoint => key.2 = Some(row.try_get("touchpoint")?),
+            JourneyDimension::Window => key.3 = Some(row.try_get("window_start")?),
+        }
+    }
+    Ok(key)
+}
+
+/// The other end of a link, as `GET /v1/loops/{id}` shows it.
+pub(super) fn linked(record: &LoopRecord, at: Millis) -> LinkedLoop {
+    LinkedLoop {
+        loop_id: record.id.clone(),
+        key: record.key.clone(),
+        kind: record.kind,
+        account_id: record.account_id.clone(),
+        state: record.state,
+        queue: record.queue.clone(),
+        owner: record.owner.clone(),
+        linked_at: at,
+    }
+}
