@@ -19,10 +19,10 @@ use crate::kafka::producer::EventProducer;
 use crate::kafka::relay::KafkaSink;
 use crate::pipeline::core::Core;
 use crate::pipeline::{now_millis, ActionOutcomes, Processor};
+use crate::relay::webhook::WebhookSink;
 use crate::relay::Relay;
 use crate::storage::{PostgresStorage, SqliteStorage, Storage};
 use crate::telemetry::Metrics;
-use crate::webhook::WebhookSink;
 
 pub struct Application {
     listener: TcpListener,

@@ -63,12 +63,30 @@ pub struct ProduceArgs {
     /// NDJSON file of events, or - for stdin (default: generated events).
     #[arg(long)]
     pub file: Option<String>,
+    #[command(flatten)]
+    pub stream: StreamArgs,
+}
+
+/// The generated stream of `gen` and `produce`.
+#[derive(Debug, Args)]
+pub struct StreamArgs {
     #[arg(long, default_value_t = 100)]
     pub accounts: usize,
     #[arg(long, default_value_t = 1000)]
     pub events: usize,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+}
+
+impl StreamArgs {
+    pub fn options(&self) -> crate::gen::GenOptions {
+        crate::gen::GenOptions {
+            accounts: self.accounts,
+            events: self.events,
+            seed: self.seed,
+            ..crate::gen::GenOptions::default()
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -102,12 +120,8 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct GenArgs {
-    #[arg(long, default_value_t = 100)]
-    pub accounts: usize,
-    #[arg(long, default_value_t = 1000)]
-    pub events: usize,
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub stream: StreamArgs,
     /// Output file (default: stdout).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -278,12 +292,7 @@ async fn feed_demo(state: crate::api::AppState, shutdown: CancellationToken) {
 }
 
 fn generate(args: GenArgs) -> anyhow::Result<ExitCode> {
-    let options = crate::gen::GenOptions {
-        accounts: args.accounts,
-        events: args.events,
-        seed: args.seed,
-        ..crate::gen::GenOptions::default()
-    };
+    let options = args.stream.options();
     match args.out {
         Some(path) => {
             let file = std::fs::File::create(&path)
@@ -316,13 +325,7 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
             crate::kafka::producer::produce_lines(&producer, reader.lines(), 10_000).await?
         }
         None => {
-            let options = crate::gen::GenOptions {
-                accounts: args.accounts,
-                events: args.events,
-                seed: args.seed,
-                ..crate::gen::GenOptions::default()
-            };
-            let lines = crate::gen::generate(&options).map(Ok);
+            let lines = crate::gen::generate(&args.stream.options()).map(Ok);
             crate::kafka::producer::produce_lines(&producer, lines, 10_000).await?
         }
     };

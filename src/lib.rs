@@ -23,7 +23,7 @@
 //! - [`replay`]: `sigloop replay` (a file through the pipeline on event time, into a fresh database)
 //!   and `sigloop diff` (one file under two configurations, loops compared).
 //! - [`relay`]: the outbox relay (committed loop events, in order, at least once) to a sink: Kafka
-//!   ([`kafka::relay`]) or a webhook ([`webhook`], HMAC-signed, per queue or team).
+//!   ([`kafka::relay`]) or a webhook ([`relay::webhook`], HMAC-signed, per queue or team).
 //! - [`telemetry`]: metrics and logs; [`failpoint`]: crash points for the durability tests.
 //!
 //! decode, tag, detect, route, loops and kpi are synchronous and pure: no I/O, no wall clock.
@@ -50,4 +50,3 @@ pub mod route;
 pub mod storage;
 pub mod tag;
 pub mod telemetry;
-pub mod webhook;

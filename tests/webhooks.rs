@@ -113,7 +113,7 @@ async fn loop_events_reach_a_webhook_signed_in_order_and_after_retries_exactly_a
         // because sigloop writes compact JSON with keys in the same order.
         assert_eq!(
             signature,
-            sigloop::webhook::signature(b"s3cret", timestamp, &raw)
+            sigloop::relay::webhook::signature(b"s3cret", timestamp, &raw)
         );
         assert_eq!(
             headers["x-sigloop-delivery"].to_str().unwrap(),

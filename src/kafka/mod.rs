@@ -1,11 +1,11 @@
 //! The distributed mode's Kafka edge: the consumer group that feeds the processor (`source`), the
-//! producer behind `POST /v1/events` (`producer`) and the outbox relay to the loops and dead-letter
-//! topics (`relay`).
+//! producer behind `POST /v1/events` (`producer`) and the outbox relay's sink for the loops and
+//! dead-letter topics (`relay`). `sigloop bench --kafka` lives with the other benchmark, in
+//! `bench::kafka`.
 //!
 //! This module holds what they share: client settings and the pure translation of a Kafka message
 //! (CloudEvents structured or binary mode) into a log entry for the core.
 
-pub mod bench;
 pub mod producer;
 pub mod relay;
 pub mod source;

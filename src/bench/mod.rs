@@ -5,6 +5,10 @@
 //! client pre-generates every request body before the clock starts. Latency is from a request's 2xx
 //! to the moment the processor's committed offset (polled on `/readyz` every 2 ms) covers the
 //! request's `last_seq`. Then each pure stage runs alone on one core of this process.
+//!
+//! `--kafka BROKERS --postgres URL` measures the distributed mode instead (`kafka.rs`).
+
+mod kafka;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -100,8 +104,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         let brokers = mock
             .as_ref()
             .map_or_else(|| kafka.clone(), |mock| mock.bootstrap_servers());
-        crate::kafka::bench::run(
-            &crate::kafka::bench::KafkaBenchArgs {
+        kafka::run(
+            &kafka::KafkaBenchArgs {
                 brokers: &brokers,
                 mock: mock.as_ref(),
                 postgres,

@@ -9,6 +9,8 @@
 //! delivery is at least once; each event carries its outbox id, so a receiver can drop a repeat.
 //! Failures back off exponentially (0.2 s doubling to 6.4 s) and retry from the cursor.
 
+pub mod webhook;
+
 use std::sync::Arc;
 use std::time::Duration;
 

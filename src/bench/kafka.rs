@@ -24,9 +24,9 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 
-use super::producer::{EventProducer, OutgoingEvent, Placed};
 use crate::config::settings::{KafkaSettings, KafkaTopics};
 use crate::domain::EventType;
+use crate::kafka::producer::{EventProducer, OutgoingEvent, Placed};
 use crate::storage::{PostgresStorage, Storage};
 
 /// What the Kafka benchmark needs besides the generated lines.
@@ -230,7 +230,7 @@ fn raw_consume(
         topics: topics.clone(),
         ..KafkaSettings::default()
     };
-    let consumer: BaseConsumer = super::consumer_config(&settings)
+    let consumer: BaseConsumer = crate::kafka::consumer_config(&settings)
         .set("statistics.interval.ms", "0")
         .create()
         .context("Failed to create the raw consumer")?;
