@@ -117,6 +117,9 @@ impl Application {
             metrics: Arc::clone(&metrics),
             settings: config.settings.processor.clone(),
             clock_mode: config.settings.clock.mode,
+            fleet_evaluation: Duration::from_millis(
+                config.settings.journeys.fleet_evaluation_millis,
+            ),
             appended: Arc::clone(&appended),
             committed: committed_sender,
             outcomes: Arc::clone(&outcomes),

@@ -25,7 +25,7 @@ use sigloop::config::signals::Severity;
 use sigloop::config::signals::Window;
 use sigloop::decode::{Rejection, RejectionCode};
 use sigloop::domain::{AccountId, Millis, MILLIS_PER_DAY};
-use sigloop::journey::{BucketDelta, BucketKey, Figures};
+use sigloop::journey::{BucketDelta, BucketKey, Figures, FiredRow, FleetGroup};
 use sigloop::kpi::LoopTiming;
 use sigloop::loops::{loop_id, CloseReason, EvidenceRow, HistoryRow, LoopRecord, LoopState};
 use sigloop::pipeline::core::{
@@ -189,6 +189,7 @@ macro_rules! conformance_suite {
             journey_figures_add_up_over_batches_whatever_the_backend_folds_between_them,
             journey_accounts_are_counted_once_however_often_a_pair_is_written,
             journey_snapshot_returns_summed_rows_from_the_lookback_and_purge_removes_old_journey_rows,
+            journey_fleet_merges_the_judged_windows_by_stage_and_tag_with_exact_accounts_markers_and_current_journey_loops,
             source_offsets_round_trip_through_commit_batch_and_move_from_the_stored_offset,
             seen_events_answers_which_ids_a_committed_batch_stored_and_purge_forgets_old_ones,
             a_stale_offset_advance_is_fenced_and_writes_nothing_of_its_batch,
@@ -2128,6 +2129,97 @@ async fn journey_snapshot_returns_summed_rows_from_the_lookback_and_purge_remove
     let (figures, accounts) = stage_figures(storage, "onboarding").await;
     assert_eq!(figures.events, 1);
     assert_eq!(accounts, 1);
+}
+
+async fn journey_fleet_merges_the_judged_windows_by_stage_and_tag_with_exact_accounts_markers_and_current_journey_loops(
+    storage: &dyn Storage,
+) {
+    let fired = |week: i64| FiredRow {
+        window: Window::Week,
+        start: JOURNEY_MONDAY + week * 7 * MILLIS_PER_DAY,
+        stage: "onboarding".to_owned(),
+        tag: "billing".to_owned(),
+        detector: "affected".to_owned(),
+    };
+    let mut first = journey_batch(
+        1,
+        vec![
+            // This week: two touchpoints of one stage x tag, three events, two distinct accounts.
+            delta(
+                bucket(0, "onboarding", "billing", "email"),
+                2,
+                1,
+                &["a1", "a2"],
+            ),
+            delta(bucket(1, "onboarding", "billing", "chat"), 1, 0, &["a2"]),
+            // Last week, and four weeks ago (before the judged weeks and the one before them).
+            delta(bucket(-7, "onboarding", "billing", "email"), 1, 0, &["a3"]),
+            delta(bucket(-28, "onboarding", "billing", "email"), 5, 0, &["a4"]),
+        ],
+    );
+    first.journey_fired = vec![fired(0), fired(-4)];
+    first.loops = [
+        journey_loop("onboarding", "billing", 1),
+        account_loop("a1", "billing", 1),
+    ]
+    .into_iter()
+    .map(|record| (record.id.clone(), record))
+    .collect();
+    storage.commit_batch(&first, 10).await.unwrap();
+    // Another instance's share of this week, and a new generation of the journey loop.
+    let mut second = journey_batch(
+        2,
+        vec![delta(
+            bucket(1, "onboarding", "billing", "email"),
+            1,
+            0,
+            &["a1", "a5"],
+        )],
+    );
+    second.loops = [journey_loop("onboarding", "billing", 2)]
+        .into_iter()
+        .map(|record| (record.id.clone(), record))
+        .collect();
+    storage.commit_batch(&second, 20).await.unwrap();
+
+    let fleet = storage
+        .journey_fleet(&[Window::Week, Window::Day], 3)
+        .await
+        .unwrap();
+    let group = |window: Window, day: i64, events: u64, promoters: u64, accounts: u64| FleetGroup {
+        window,
+        start: JOURNEY_MONDAY + day * MILLIS_PER_DAY,
+        stage: "onboarding".to_owned(),
+        tag: "billing".to_owned(),
+        figures: Figures {
+            events,
+            nps_responses: promoters,
+            promoters,
+            ..Figures::default()
+        },
+        accounts,
+    };
+    let mut groups = fleet.groups.clone();
+    groups.sort_by_key(|group| (group.window, group.start));
+    let mut expected = vec![
+        group(Window::Week, -7, 1, 0, 1),
+        group(Window::Week, 0, 4, 1, 3),
+        // Days: the newest (day 1) and the three before it.
+        group(Window::Day, 0, 2, 1, 2),
+        group(Window::Day, 1, 2, 0, 3),
+    ];
+    expected.sort_by_key(|group| (group.window, group.start));
+    assert_eq!(groups, expected);
+    assert_eq!(fleet.fired, vec![fired(0)]);
+    let journey_loops: Vec<(String, u32)> = fleet
+        .journey_loops
+        .iter()
+        .map(|record| (record.key.clone(), record.generation))
+        .collect();
+    assert_eq!(
+        journey_loops,
+        vec![("journey:onboarding:billing".to_owned(), 2)]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

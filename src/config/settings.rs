@@ -125,13 +125,16 @@ impl Default for KafkaSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct JourneySettings {
     /// Aggregate events into journey figures and run the journey detectors. Off, sigloop is a CS
     /// router only (the benchmark measures the cost this way).
     pub enabled: bool,
     /// Journey buckets whose window started longer ago than this are purged.
     pub retention_days: u32,
+    /// The distributed mode: how often each instance judges the fleet's merged journey figures for
+    /// the journey loop keys it owns (every instance sees only its partitions' events).
+    pub fleet_evaluation_millis: u64,
 }
 
 impl Default for JourneySettings {
@@ -139,6 +142,7 @@ impl Default for JourneySettings {
         JourneySettings {
             enabled: true,
             retention_days: 400,
+            fleet_evaluation_millis: 1000,
         }
     }
 }
@@ -311,6 +315,10 @@ impl Settings {
         }
         if self.journeys.retention_days == 0 {
             problems.push("sigloop: journeys.retention_days must be at least 1".to_owned());
+        }
+        if self.journeys.fleet_evaluation_millis == 0 {
+            problems
+                .push("sigloop: journeys.fleet_evaluation_millis must be at least 1".to_owned());
         }
         problems
     }

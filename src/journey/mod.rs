@@ -26,7 +26,7 @@ pub const UNKNOWN: &str = "unknown";
 
 /// Windows of each detector window kind kept in memory: the newest and the two before it, so that an
 /// event in the newest or the previous window can be compared with the window before its own.
-const TRACKED_WINDOWS: i64 = 3;
+pub const TRACKED_WINDOWS: i64 = 3;
 
 /// Additive journey figures: counts and sums, never ratios, so partial rows add up.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -495,6 +495,41 @@ pub struct JourneyFigures {
     pub threshold: String,
 }
 
+/// The fleet's merged figures of one window, stage and tag: every instance's partial rows added up,
+/// with the distinct accounts of the union of their account sets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetGroup {
+    pub window: Window,
+    pub start: Millis,
+    pub stage: String,
+    pub tag: String,
+    pub figures: Figures,
+    pub accounts: u64,
+}
+
+/// What the fleet's journey detectors judge (the distributed mode): per detector window kind, the
+/// newest tracked windows and the one before them, and the detectors that already fired there; with
+/// the journey loops as stored, whose links and fixes reach every instance's account loops.
+#[derive(Debug, Clone, Default)]
+pub struct FleetFigures {
+    pub groups: Vec<FleetGroup>,
+    pub fired: Vec<FiredRow>,
+    pub journey_loops: Vec<crate::loops::LoopRecord>,
+}
+
+/// One window of one stage x tag as a detector judges it: the window's figures and distinct
+/// accounts, and the previous window's (`None` when it is not known).
+#[derive(Debug, Clone, Copy)]
+struct Judged<'a> {
+    stage: &'a str,
+    tag: &'a str,
+    window: Window,
+    start: Millis,
+    current: Figures,
+    accounts: u64,
+    previous: Option<(Figures, u64)>,
+}
+
 /// The configured journey detectors.
 #[derive(Debug, Clone)]
 pub struct JourneyDetectors {
@@ -626,6 +661,15 @@ impl JourneyDetectors {
             let Some(key_tag) = self.key_tag(detector, dims.tag) else {
                 continue;
             };
+            // A comparison is judged on the events that change it.
+            let contributes = match detector.kind {
+                JourneyDetectorKind::AffectedAccounts => true,
+                JourneyDetectorKind::NpsDrop => delta.nps_responses > 0,
+                JourneyDetectorKind::TicketSurge => delta.tickets > 0,
+            };
+            if !contributes {
+                continue;
+            }
             let window = detector.window;
             let length = window.length();
             let start = window.start(observation.time);
@@ -661,95 +705,225 @@ impl JourneyDetectors {
                     previous.map_or(0, |previous| previous.accounts.len() as u64),
                 )
             });
-            let verdict = match detector.kind {
-                JourneyDetectorKind::AffectedAccounts => {
-                    let min = u64::from(detector.min_accounts.unwrap_or(u32::MAX));
-                    (accounts >= min).then(|| {
-                        (
-                            format!(
-                                "{accounts} accounts on {} in the {} {} of {} (threshold {min})",
-                                dims.tag,
-                                window.as_str(),
-                                dims.stage,
-                                format_millis(start)
-                            ),
-                            format!("at least {min} accounts"),
-                        )
-                    })
-                }
-                JourneyDetectorKind::NpsDrop => previous
-                    .filter(|_| delta.nps_responses > 0)
-                    .and_then(|(before, _)| nps_drop(detector, &before, &current))
-                    .map(|(drop, min_drop)| {
-                        (
-                            format!(
-                                "NPS of {} at {} fell {drop} points to {} against the previous {} ({}; threshold {min_drop})",
-                                dims.tag,
-                                dims.stage,
-                                show(current.nps()),
-                                window.as_str(),
-                                show(previous.and_then(|(before, _)| before.nps())),
-                            ),
-                            format!(
-                                "NPS down at least {min_drop} points, at least {} responses in both windows",
-                                detector.min_responses.unwrap_or(0)
-                            ),
-                        )
-                    }),
-                JourneyDetectorKind::TicketSurge => previous
-                    .filter(|_| delta.tickets > 0)
-                    .and_then(|(before, _)| ticket_surge(detector, before.tickets, current.tickets))
-                    .map(|(change, percent)| {
-                        (
-                            format!(
-                                "{} tickets on {} at {} this {}, {change} (threshold {percent}%)",
-                                current.tickets,
-                                dims.tag,
-                                dims.stage,
-                                window.as_str()
-                            ),
-                            format!(
-                                "tickets up at least {percent}% against the previous {}, at least {} tickets",
-                                window.as_str(),
-                                detector.min_tickets.unwrap_or(0)
-                            ),
-                        )
-                    }),
-            };
-            let Some((reason, threshold)) = verdict else {
-                continue;
-            };
-            fired.push(FiredRow {
+            let judged = Judged {
+                stage: dims.stage,
+                tag: dims.tag,
                 window,
                 start,
-                stage: dims.stage.to_owned(),
-                tag: dims.tag.to_owned(),
-                detector: detector.name.clone(),
-            });
-            signals.push(Signal {
-                kind: SignalKind::Journey,
-                detector: detector.name.clone(),
-                detector_kind: detector.kind.as_str(),
-                severity: detector.severity,
-                account_id: None,
-                stage: Some(dims.stage.to_owned()),
-                primary_tag: dims.tag.to_owned(),
-                key_tag: key_tag.to_owned(),
-                time: observation.time,
+                current,
+                accounts,
+                previous,
+            };
+            let Some((reason, threshold)) = self.verdict(detector, &judged) else {
+                continue;
+            };
+            let (signal, row) = self.signal(
+                detector,
+                key_tag,
+                &judged,
+                observation.time,
                 reason,
-                journey: Some(Box::new(JourneyFigures {
-                    window,
-                    stage: dims.stage.to_owned(),
-                    tag: dims.tag.to_owned(),
-                    current: WindowSummary::new(start, &current, accounts),
-                    previous: previous.map(|(before, before_accounts)| {
-                        WindowSummary::new(start - length, &before, before_accounts)
-                    }),
-                    threshold,
-                })),
-            });
+                threshold,
+            );
+            fired.push(row);
+            signals.push(signal);
         }
         (signals, fired)
+    }
+
+    /// Distributed mode: judges the fleet's merged figures (every instance's partial rows added up)
+    /// for the journey loop keys `owns` accepts, as of `time`; with the fired rows to record. A
+    /// detector fires at most once per window, stage and tag, as in [`JourneyDetectors::detect`];
+    /// the previous window is the one before in `fleet` (empty when absent).
+    pub fn judge_fleet(
+        &self,
+        fleet: &FleetFigures,
+        owns: impl Fn(&str) -> bool,
+        time: Millis,
+    ) -> Vec<(Signal, FiredRow)> {
+        let fired: BTreeSet<(Window, Millis, &str, &str, &str)> = fleet
+            .fired
+            .iter()
+            .map(|row| {
+                (
+                    row.window,
+                    row.start,
+                    row.stage.as_str(),
+                    row.tag.as_str(),
+                    row.detector.as_str(),
+                )
+            })
+            .collect();
+        let groups: BTreeMap<(Window, Millis, &str, &str), &FleetGroup> = fleet
+            .groups
+            .iter()
+            .map(|group| {
+                (
+                    (
+                        group.window,
+                        group.start,
+                        group.stage.as_str(),
+                        group.tag.as_str(),
+                    ),
+                    group,
+                )
+            })
+            .collect();
+        let mut newest: BTreeMap<Window, Millis> = BTreeMap::new();
+        for group in &fleet.groups {
+            let start = newest.entry(group.window).or_insert(group.start);
+            *start = (*start).max(group.start);
+        }
+        let mut found = Vec::new();
+        for (&(window, start, stage, tag), group) in &groups {
+            let length = window.length();
+            if start < newest[&window] - (TRACKED_WINDOWS - 1) * length {
+                // Only the previous window of the oldest judged one.
+                continue;
+            }
+            let previous = groups
+                .get(&(window, start - length, stage, tag))
+                .map_or((Figures::default(), 0), |before| {
+                    (before.figures, before.accounts)
+                });
+            let judged = Judged {
+                stage,
+                tag,
+                window,
+                start,
+                current: group.figures,
+                accounts: group.accounts,
+                previous: Some(previous),
+            };
+            for detector in self
+                .detectors
+                .iter()
+                .filter(|detector| detector.window == window)
+            {
+                let Some(key_tag) = self.key_tag(detector, tag) else {
+                    continue;
+                };
+                if fired.contains(&(window, start, stage, tag, detector.name.as_str())) {
+                    continue;
+                }
+                let Some((reason, threshold)) = self.verdict(detector, &judged) else {
+                    continue;
+                };
+                let (signal, row) =
+                    self.signal(detector, key_tag, &judged, time, reason, threshold);
+                if owns(&signal.loop_key()) {
+                    found.push((signal, row));
+                }
+            }
+        }
+        found
+    }
+
+    /// The reason and the threshold when `detector` finds that `judged` crossed its threshold.
+    fn verdict(
+        &self,
+        detector: &JourneyDetectorConfig,
+        judged: &Judged<'_>,
+    ) -> Option<(String, String)> {
+        let Judged {
+            stage,
+            tag,
+            window,
+            start,
+            current,
+            accounts,
+            previous,
+        } = *judged;
+        match detector.kind {
+            JourneyDetectorKind::AffectedAccounts => {
+                let min = u64::from(detector.min_accounts.unwrap_or(u32::MAX));
+                (accounts >= min).then(|| {
+                    (
+                        format!(
+                            "{accounts} accounts on {tag} in the {} {stage} of {} (threshold {min})",
+                            window.as_str(),
+                            format_millis(start)
+                        ),
+                        format!("at least {min} accounts"),
+                    )
+                })
+            }
+            JourneyDetectorKind::NpsDrop => previous
+                .and_then(|(before, _)| nps_drop(detector, &before, &current))
+                .map(|(drop, min_drop)| {
+                    (
+                        format!(
+                            "NPS of {tag} at {stage} fell {drop} points to {} against the previous {} ({}; threshold {min_drop})",
+                            show(current.nps()),
+                            window.as_str(),
+                            show(previous.and_then(|(before, _)| before.nps())),
+                        ),
+                        format!(
+                            "NPS down at least {min_drop} points, at least {} responses in both windows",
+                            detector.min_responses.unwrap_or(0)
+                        ),
+                    )
+                }),
+            JourneyDetectorKind::TicketSurge => previous
+                .and_then(|(before, _)| ticket_surge(detector, before.tickets, current.tickets))
+                .map(|(change, percent)| {
+                    (
+                        format!(
+                            "{} tickets on {tag} at {stage} this {}, {change} (threshold {percent}%)",
+                            current.tickets,
+                            window.as_str()
+                        ),
+                        format!(
+                            "tickets up at least {percent}% against the previous {}, at least {} tickets",
+                            window.as_str(),
+                            detector.min_tickets.unwrap_or(0)
+                        ),
+                    )
+                }),
+        }
+    }
+
+    /// The journey signal of `detector` on `judged`, and its fired row.
+    fn signal(
+        &self,
+        detector: &JourneyDetectorConfig,
+        key_tag: &str,
+        judged: &Judged<'_>,
+        time: Millis,
+        reason: String,
+        threshold: String,
+    ) -> (Signal, FiredRow) {
+        let row = FiredRow {
+            window: judged.window,
+            start: judged.start,
+            stage: judged.stage.to_owned(),
+            tag: judged.tag.to_owned(),
+            detector: detector.name.clone(),
+        };
+        let length = judged.window.length();
+        let signal = Signal {
+            kind: SignalKind::Journey,
+            detector: detector.name.clone(),
+            detector_kind: detector.kind.as_str(),
+            severity: detector.severity,
+            account_id: None,
+            stage: Some(judged.stage.to_owned()),
+            primary_tag: judged.tag.to_owned(),
+            key_tag: key_tag.to_owned(),
+            time,
+            reason,
+            journey: Some(Box::new(JourneyFigures {
+                window: judged.window,
+                stage: judged.stage.to_owned(),
+                tag: judged.tag.to_owned(),
+                current: WindowSummary::new(judged.start, &judged.current, judged.accounts),
+                previous: judged.previous.map(|(before, before_accounts)| {
+                    WindowSummary::new(judged.start - length, &before, before_accounts)
+                }),
+                threshold,
+            })),
+        };
+        (signal, row)
     }
 
     /// The loop key's tag for a bucket, or `None` when the detector does not watch the bucket's tag.

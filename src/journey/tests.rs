@@ -395,3 +395,82 @@ fn the_state_rebuilt_from_stored_rows_equals_the_observed_state() {
         .collect();
     assert_eq!(kept.len(), 3, "{kept:?}");
 }
+
+#[test]
+fn the_fleet_judges_merged_figures_once_per_window_only_for_the_keys_it_owns() {
+    let detectors = detectors_from(
+        "[[journey]]\nname = \"affected\"\nkind = \"affected_accounts\"\nseverity = \"high\"\nwindow = \"week\"\nmin_accounts = 3\n\n\
+         [[journey]]\nname = \"surge\"\nkind = \"ticket_surge\"\nseverity = \"medium\"\nwindow = \"week\"\nmin_increase_percent = 50\nmin_tickets = 3\n",
+    );
+    let week = 7 * MILLIS_PER_DAY;
+    let group = |start: Millis, tag: &str, tickets: u64, accounts: u64| FleetGroup {
+        window: Window::Week,
+        start,
+        stage: "onboarding".to_owned(),
+        tag: tag.to_owned(),
+        figures: Figures {
+            events: tickets,
+            tickets,
+            ..Figures::default()
+        },
+        accounts,
+    };
+    let mut fleet = FleetFigures {
+        groups: vec![
+            // Three weeks back: only the previous window of the oldest judged one, never judged
+            // itself (9 accounts, 9 tickets against none).
+            group(MONDAY - 3 * week, "billing", 9, 9),
+            group(MONDAY - 2 * week, "billing", 3, 2),
+            // The newest week: 3 accounts (no instance need have seen them all) and 3 tickets
+            // against 2; billing, 4 tickets against none.
+            group(MONDAY, "onboarding.setup", 3, 3),
+            group(MONDAY - week, "onboarding.setup", 2, 2),
+            group(MONDAY, "billing", 4, 2),
+        ],
+        ..FleetFigures::default()
+    };
+    let judged = |fleet: &FleetFigures, owns: &dyn Fn(&str) -> bool| -> Vec<(String, String)> {
+        detectors
+            .judge_fleet(fleet, owns, MONDAY + 5)
+            .into_iter()
+            .map(|(signal, row)| {
+                assert_eq!(row.detector, signal.detector);
+                assert_eq!(signal.time, MONDAY + 5);
+                (signal.loop_key(), signal.detector)
+            })
+            .collect()
+    };
+    let everything = judged(&fleet, &|_| true);
+    assert_eq!(
+        everything,
+        vec![
+            ("journey:onboarding:billing".to_owned(), "surge".to_owned()),
+            (
+                "journey:onboarding:onboarding.setup".to_owned(),
+                "affected".to_owned()
+            ),
+            (
+                "journey:onboarding:onboarding.setup".to_owned(),
+                "surge".to_owned()
+            ),
+        ],
+        "billing two weeks back: 3 tickets against 9 is no surge, and three weeks back is only a \
+         previous window"
+    );
+    let found = detectors.judge_fleet(&fleet, |_| true, MONDAY + 5);
+    let figures = found[1].0.journey.as_ref().unwrap();
+    assert_eq!(figures.current.accounts, 3);
+    assert_eq!(figures.previous.as_ref().unwrap().accounts, 2);
+    assert_eq!(figures.threshold, "at least 3 accounts");
+
+    // Another instance owns the setup key: this one judges only billing.
+    let billing_only = judged(&fleet, &|key: &str| key.ends_with(":billing"));
+    assert_eq!(
+        billing_only,
+        vec![("journey:onboarding:billing".to_owned(), "surge".to_owned())]
+    );
+
+    // Fired markers (stored by whichever instance fired) keep a detector from firing again.
+    fleet.fired = found.into_iter().map(|(_, row)| row).collect();
+    assert!(judged(&fleet, &|_| true).is_empty());
+}

@@ -22,8 +22,8 @@ use crate::domain::{
     format_millis, AccountId, AccountUpserted, Event, EventData, Millis, SurveyKind,
 };
 use crate::journey::{
-    self, BucketDelta, Feed, Figures, FiredRow, JourneyDetectors, JourneyFigures, JourneySnapshot,
-    JourneyState, Observation,
+    self, BucketDelta, Feed, Figures, FiredRow, FleetFigures, JourneyDetectors, JourneyFigures,
+    JourneySnapshot, JourneyState, Observation,
 };
 use crate::loops::sla::SlaPolicy;
 use crate::loops::{
@@ -517,9 +517,111 @@ impl Core {
         self.journeys.as_ref()
     }
 
-    /// How far back the stored journey rows that rebuild the detector state reach (0 when off).
+    /// How far back the stored journey rows that rebuild the detector state reach (0 when off, and
+    /// in the distributed mode, whose detectors judge the fleet's figures instead).
     pub fn journey_lookback(&self) -> Millis {
-        self.journeys.as_ref().map_or(0, JourneyDetectors::lookback)
+        match &self.journeys {
+            Some(journeys) if !self.distributed => journeys.lookback(),
+            _ => 0,
+        }
+    }
+
+    /// Whether the distributed mode's fleet evaluation has anything to judge.
+    pub fn judges_fleet(&self) -> bool {
+        self.distributed
+            && self
+                .journeys
+                .as_ref()
+                .is_some_and(|journeys| journeys.names().next().is_some())
+    }
+
+    /// The distributed mode: the journey detectors judge the fleet's merged figures (read from
+    /// storage, every instance's rows added up) for the journey loop keys this instance owns, so
+    /// that a threshold that no instance's share crosses still fires, and fires once. A batch of no
+    /// entries: the signals open or join journey loops as of the clock (timers are left to the
+    /// batches), with the fleet's figures in their trace. No fired row in the effects: nothing to
+    /// commit.
+    pub fn judge_fleet(
+        &self,
+        state: &mut CoreState,
+        fleet: &FleetFigures,
+        clock: BatchClock,
+    ) -> BatchEffects {
+        let mut effects = BatchEffects::default();
+        if let BatchClock::Live(now) = clock {
+            state.clock = state.clock.max(now);
+        }
+        let now = state.clock;
+        // Journey loops owned elsewhere: this instance's copies catch up (an account loop that opens
+        // here links to an active one), its account loops that match an active one are linked, and
+        // the shipped fix of one reaches the account loops linked to it here. The owner does both as
+        // it goes.
+        for record in &fleet.journey_loops {
+            if !state.owns(&record.key) {
+                state.insert_loop(record.clone());
+            }
+        }
+        for record in &fleet.journey_loops {
+            if state.owns(&record.key) {
+                continue;
+            }
+            match (record.state, record.resolved_at) {
+                (current, _) if current.is_active() => {
+                    self.link_accounts(state, &mut effects, &record.id, now);
+                }
+                (LoopState::Resolved | LoopState::Verifying | LoopState::Closed, Some(fixed)) => {
+                    self.journey_fixed(state, &mut effects, &record.id, now.max(fixed));
+                }
+                _ => {}
+            }
+        }
+        if let Some(journeys) = &self.journeys {
+            let mut found = journeys.judge_fleet(fleet, |key| state.owns(key), now);
+            found.sort_by_key(|(signal, _)| std::cmp::Reverse(signal.severity));
+            for (signal, fired) in found {
+                let tagging = Tagging {
+                    primary: signal.primary_tag.clone(),
+                    matches: Vec::new(),
+                };
+                let figures = signal
+                    .journey
+                    .as_deref()
+                    .expect("journey signals carry figures");
+                let origin = Origin {
+                    source: SYSTEM_ACTOR,
+                    id: format!(
+                        "{}@{}:{}",
+                        signal.loop_key(),
+                        fired.window.as_str(),
+                        format_millis(fired.start)
+                    ),
+                    event_type: signal.detector_kind,
+                    time: now,
+                    reference: serde_json::json!({
+                        "fleet": {
+                            "window": figures.window.as_str(),
+                            "start": format_millis(figures.current.start),
+                            "stage": figures.stage,
+                            "tag": figures.tag,
+                        }
+                    }),
+                    tagging: &tagging,
+                };
+                *effects
+                    .stats
+                    .signals
+                    .entry(signal.detector.clone())
+                    .or_default() += 1;
+                effects.journey_fired.push(fired);
+                self.apply_signal(state, &origin, None, &signal, now, &mut effects);
+            }
+        }
+        effects.offset = state.offset;
+        effects.clock = state.clock;
+        if self.outbox {
+            effects.outbox = outbox::events(&effects);
+        }
+        effects
     }
 
     /// Rebuilds the journey detectors' windows from stored rows, at start-up.
@@ -648,11 +750,6 @@ impl Core {
         // the loop, the rest join it, whatever the detectors' order in the configuration. Journey
         // signals go first, so that an account loop opened by the same event links to the journey
         // loop at once.
-        // Distributed mode: a journey loop is opened and joined only by the instance that owns its
-        // key, so that two instances never write the same loop from their own copies of it.
-        if state.ownership.is_some() {
-            journey_signals.retain(|signal| state.owns(&signal.loop_key()));
-        }
         journey_signals.sort_by_key(|signal| std::cmp::Reverse(signal.severity));
         detection
             .signals
@@ -709,9 +806,16 @@ impl Core {
         if state.journey_written.insert(journeys.grain(), &observation) {
             bucket.accounts.push(event.account_id().clone());
         }
-        let (signals, fired) = journeys.detect(&state.journeys, &observation);
-        journeys.observe(&mut state.journeys, &observation, &fired);
-        effects.journey_fired.extend(fired);
+        // The distributed mode judges the fleet's figures instead ([`Core::judge_fleet`]): this
+        // instance's share of a window would miss what the others saw.
+        let signals = if self.distributed {
+            Vec::new()
+        } else {
+            let (signals, fired) = journeys.detect(&state.journeys, &observation);
+            journeys.observe(&mut state.journeys, &observation, &fired);
+            effects.journey_fired.extend(fired);
+            signals
+        };
         let feed = (account_signals || !signals.is_empty())
             .then(|| observation.dims.feed(journeys.windows(), event.time));
         (feed, signals)
@@ -1045,6 +1149,7 @@ impl Core {
                     && record.state != LoopState::Closed
                     && record.tag == journey.tag
                     && record.stage == journey.stage
+                    && record.journey_loop.as_deref() != Some(journey_id)
                     && !linked.is_some_and(|linked| linked.contains(&record.id))
             })
             .map(|record| record.id.clone())
@@ -1071,6 +1176,7 @@ impl Core {
             return;
         };
         let journey_key = state.loops[journey_id].key.clone();
+        let fixed_at = state.loops[journey_id].resolved_at.unwrap_or(now);
         for account_loop in linked {
             let owned = state.loops.get(&account_loop).is_some_and(|record| {
                 record
@@ -1085,6 +1191,15 @@ impl Core {
                 continue;
             };
             if record.journey_loop.as_deref() != Some(journey_id) {
+                continue;
+            }
+            // This fix reached the loop already (another instance's copy of the journey loop
+            // shows it shipped until it reopens).
+            let told = record
+                .tasks
+                .iter()
+                .any(|task| task.journey_loop == journey_id && task.created_at >= fixed_at);
+            if told {
                 continue;
             }
             let from = record.state;
@@ -1708,11 +1823,6 @@ impl Core {
             }
             _ => (None, Vec::new()),
         };
-        // Distributed mode: a journey loop is opened and joined only by the instance that owns its
-        // key, so that two instances never write the same loop from their own copies of it.
-        if state.ownership.is_some() {
-            journey_signals.retain(|signal| state.owns(&signal.loop_key()));
-        }
         journey_signals.sort_by_key(|signal| std::cmp::Reverse(signal.severity));
         journey_signals.append(&mut detection.signals);
         detection.signals = journey_signals;

@@ -10,20 +10,23 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::core::ownership::Ownership;
-use super::core::{EntryKind, LogEntry, OffsetAdvance};
+use super::core::{BatchEffects, EntryKind, LogEntry, OffsetAdvance};
 use super::{InFlight, Processor};
+use crate::journey::TRACKED_WINDOWS;
 use crate::kafka::source::{Feed, FeedBatch, Partition, SourceShared};
 use crate::storage::StoredOffset;
 
 enum Step {
     Feed(Feed),
     Idle,
+    /// Time for the journey detectors to judge the fleet's merged figures.
+    Fleet,
     Closed,
 }
 
@@ -46,10 +49,17 @@ impl Processor {
             count: 1,
         });
         self.own(&ownership);
+        let judges_fleet = self.core.judges_fleet();
+        let mut fleet_judged = Instant::now();
         loop {
-            let step = tokio::select! {
-                next = feed.recv() => next.map_or(Step::Closed, Step::Feed),
-                _ = tokio::time::sleep(idle) => Step::Idle,
+            let fleet_due = judges_fleet && fleet_judged.elapsed() >= self.fleet_evaluation;
+            let step = if fleet_due {
+                Step::Fleet
+            } else {
+                tokio::select! {
+                    next = feed.recv() => next.map_or(Step::Closed, Step::Feed),
+                    _ = tokio::time::sleep(idle) => Step::Idle,
+                }
             };
             let batch = match step {
                 Step::Closed => break,
@@ -107,6 +117,26 @@ impl Processor {
                         .collect();
                     source.committed(&positions_now, &self.metrics);
                     let _ = reply.send(stored);
+                    continue;
+                }
+                Step::Fleet => {
+                    fleet_judged = Instant::now();
+                    // The figures are read with nothing of this instance's in flight, so that
+                    // they hold all its own events processed so far.
+                    if let Some(commit) = in_flight.take() {
+                        if !self
+                            .settle(commit, &source, &mut epoch, &mut positions)
+                            .await
+                        {
+                            self.back_off(&mut failures, &CancellationToken::new())
+                                .await;
+                            continue;
+                        }
+                    }
+                    if let Some(effects) = self.judge_fleet().await {
+                        in_flight_seen.clear();
+                        in_flight = Some(self.start_commit(effects, 0));
+                    }
                     continue;
                 }
                 Step::Idle => {
@@ -242,6 +272,46 @@ impl Processor {
         *source.reseek.lock().expect("reseek lock") = stored;
         *epoch += 1;
         source.epoch.store(*epoch, Ordering::SeqCst);
+    }
+
+    /// Judges the fleet's merged journey figures for the journey loops this instance owns, and
+    /// brings other instances' journey loops to its account loops; the effects to commit, or `None`
+    /// when it owns no partition, nothing changed, or the figures could not be read (the next turn
+    /// tries again).
+    async fn judge_fleet(&self) -> Option<BatchEffects> {
+        let journeys = self.core.journeys()?;
+        let owns_any = self
+            .state
+            .lock()
+            .expect("core state lock")
+            .ownership
+            .as_ref()
+            .is_some_and(|ownership| !ownership.partitions.is_empty());
+        if !owns_any {
+            return None;
+        }
+        let fleet = match self
+            .storage
+            .journey_fleet(journeys.tracked(), TRACKED_WINDOWS)
+            .await
+        {
+            Ok(fleet) => fleet,
+            Err(error) => {
+                tracing::error!(error = %error, "Failed to read the fleet's journey figures; trying again later.");
+                return None;
+            }
+        };
+        let clock = self.batch_clock();
+        let core = Arc::clone(&self.core);
+        let state = Arc::clone(&self.state);
+        let effects = tokio::task::spawn_blocking(move || {
+            let mut state = state.lock().expect("core state lock");
+            core.judge_fleet(&mut state, &fleet, clock)
+        })
+        .await
+        .expect("the pure core does not panic");
+        // Fired markers, links and fixes all leave rows; a batch without any changed nothing.
+        (!effects.journey_fired.is_empty() || !effects.history.is_empty()).then_some(effects)
     }
 
     /// Puts `ownership` into the core state (a reload starts from storage, which knows none).

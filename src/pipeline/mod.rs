@@ -44,6 +44,8 @@ pub struct Processor {
     pub metrics: Arc<Metrics>,
     pub settings: ProcessorSettings,
     pub clock_mode: ClockMode,
+    /// The distributed mode: how often the journey detectors judge the fleet's merged figures.
+    pub fleet_evaluation: Duration,
     /// Appends wake the processor through this.
     pub appended: Arc<Notify>,
     /// The committed offset, published after every commit.

@@ -18,7 +18,7 @@ pub use sqlite::SqliteStorage;
 use crate::config::routes::SignalKind;
 use crate::config::signals::Window;
 use crate::domain::Millis;
-use crate::journey::{Figures, JourneySnapshot};
+use crate::journey::{Figures, FiredRow, FleetFigures, FleetGroup, JourneySnapshot};
 use crate::kpi::LoopTiming;
 use crate::loops::{EvidenceRow, HistoryRow, LoopRecord, LoopState};
 use crate::pipeline::core::{BatchEffects, CoreState, EntryKind, LogEntry, OutboxEvent, SignalRow};
@@ -284,6 +284,75 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Journey figures added up over the query's range and grouped by its dimensions, ordered by them.
     async fn journeys(&self, query: &JourneyQuery) -> Result<Vec<JourneyGroup>, StorageError>;
+
+    /// The newest grain start of the stored journey buckets (`None` when there are none).
+    async fn journey_newest_start(&self) -> Result<Option<Millis>, StorageError>;
+
+    /// The fired markers of windows starting at or after `since`.
+    async fn journey_fired_since(&self, since: Millis) -> Result<Vec<FiredRow>, StorageError>;
+
+    /// The newest generation of every journey loop, in key order.
+    async fn current_journey_loops(&self) -> Result<Vec<LoopRecord>, StorageError>;
+
+    /// What the distributed mode's journey detectors judge: for each of `windows`, the newest
+    /// `judged` windows (the newest being the one of the newest stored grain start) and the one
+    /// before them, grouped by stage and tag with exact distinct accounts; their fired markers; and
+    /// the journey loops. The markers are read first: a marker written after them is for figures
+    /// read after them too.
+    async fn journey_fleet(
+        &self,
+        windows: &[Window],
+        judged: i64,
+    ) -> Result<FleetFigures, StorageError> {
+        let mut fleet = FleetFigures {
+            journey_loops: self.current_journey_loops().await?,
+            ..FleetFigures::default()
+        };
+        let Some(newest) = self.journey_newest_start().await? else {
+            return Ok(fleet);
+        };
+        let froms: Vec<Millis> = windows
+            .iter()
+            .map(|window| window.start(newest) - judged * window.length())
+            .collect();
+        let Some(&since) = froms.iter().min() else {
+            return Ok(fleet);
+        };
+        fleet.fired = self.journey_fired_since(since).await?;
+        for (window, from) in windows.iter().zip(froms) {
+            let query = JourneyQuery {
+                window: *window,
+                from: Some(from),
+                to: None,
+                group_by: vec![
+                    JourneyDimension::Stage,
+                    JourneyDimension::Tag,
+                    JourneyDimension::Window,
+                ],
+                stage: None,
+                tag: None,
+                touchpoint: None,
+            };
+            for group in self.journeys(&query).await? {
+                let (Some(stage), Some(tag), Some(start)) =
+                    (group.stage, group.tag, group.window_start)
+                else {
+                    return Err(StorageError::Corrupt(
+                        "a journey group lacks a dimension it was grouped by".to_owned(),
+                    ));
+                };
+                fleet.groups.push(FleetGroup {
+                    window: *window,
+                    start,
+                    stage,
+                    tag,
+                    figures: group.figures,
+                    accounts: group.accounts,
+                });
+            }
+        }
+        Ok(fleet)
+    }
 
     async fn queues(&self) -> Result<Vec<QueueSummary>, StorageError>;
     /// What the KPIs need of every loop (every generation) opened at or after `from` and before `to`

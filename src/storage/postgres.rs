@@ -1386,6 +1386,46 @@ impl Storage for PostgresStorage {
         Ok(snapshot)
     }
 
+    async fn journey_newest_start(&self) -> Result<Option<Millis>, StorageError> {
+        Ok(sqlx::query_scalar("SELECT MAX(start) FROM journey_buckets")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn current_journey_loops(&self) -> Result<Vec<LoopRecord>, StorageError> {
+        sqlx::query(
+            "SELECT DISTINCT ON (key) record FROM loops WHERE key LIKE 'journey:%' \
+             ORDER BY key, generation DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(loop_from_row)
+        .collect()
+    }
+
+    async fn journey_fired_since(&self, since: Millis) -> Result<Vec<FiredRow>, StorageError> {
+        let mut fired = Vec::new();
+        for row in sqlx::query(
+            "SELECT window_name, start, stage, tag, detector FROM journey_fired WHERE start >= $1 \
+             ORDER BY window_name, start, stage, tag, detector",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let window: &str = row.try_get("window_name")?;
+            fired.push(FiredRow {
+                window: Window::parse(window).ok_or_else(|| corrupt("journey window", window))?,
+                start: row.try_get("start")?,
+                stage: row.try_get("stage")?,
+                tag: row.try_get("tag")?,
+                detector: row.try_get("detector")?,
+            });
+        }
+        Ok(fired)
+    }
+
     async fn journeys(&self, query: &JourneyQuery) -> Result<Vec<JourneyGroup>, StorageError> {
         let columns = journey_columns(query);
         let names: Vec<&str> = query

@@ -1237,11 +1237,7 @@ impl Storage for SqliteStorage {
         if lookback <= 0 {
             return Ok(snapshot);
         }
-        let newest: Option<Millis> =
-            sqlx::query_scalar("SELECT MAX(start) FROM journey_bucket_rows")
-                .fetch_one(&self.writer)
-                .await?;
-        let Some(newest) = newest else {
+        let Some(newest) = self.journey_newest_start().await? else {
             return Ok(snapshot);
         };
         let since = newest - lookback;
@@ -1271,15 +1267,43 @@ impl Storage for SqliteStorage {
             snapshot.accounts.push((bucket_from_row(&row)?, account_id));
         }
         // Fired markers are keyed by their window's start, which may lie before the grain rows'.
-        for row in sqlx::query(
-            "SELECT window, start, stage, tag, detector FROM journey_fired WHERE start >= ?",
+        snapshot.fired = self.journey_fired_since(since - lookback).await?;
+        Ok(snapshot)
+    }
+
+    async fn journey_newest_start(&self) -> Result<Option<Millis>, StorageError> {
+        Ok(
+            sqlx::query_scalar("SELECT MAX(start) FROM journey_bucket_rows")
+                .fetch_one(&self.writer)
+                .await?,
         )
-        .bind(since - lookback)
+    }
+
+    async fn current_journey_loops(&self) -> Result<Vec<LoopRecord>, StorageError> {
+        sqlx::query(
+            "SELECT record FROM loops WHERE (key, generation) IN \
+             (SELECT key, MAX(generation) FROM loops WHERE substr(key, 1, 8) = 'journey:' GROUP BY key) \
+             ORDER BY key",
+        )
+        .fetch_all(&self.writer)
+        .await?
+        .iter()
+        .map(loop_from_row)
+        .collect()
+    }
+
+    async fn journey_fired_since(&self, since: Millis) -> Result<Vec<FiredRow>, StorageError> {
+        let mut fired = Vec::new();
+        for row in sqlx::query(
+            "SELECT window, start, stage, tag, detector FROM journey_fired WHERE start >= ? \
+             ORDER BY window, start, stage, tag, detector",
+        )
+        .bind(since)
         .fetch_all(&self.writer)
         .await?
         {
             let window: String = row.try_get("window")?;
-            snapshot.fired.push(FiredRow {
+            fired.push(FiredRow {
                 window: Window::parse(&window).ok_or_else(|| corrupt("journey window", &window))?,
                 start: row.try_get("start")?,
                 stage: row.try_get("stage")?,
@@ -1287,7 +1311,7 @@ impl Storage for SqliteStorage {
                 detector: row.try_get("detector")?,
             });
         }
-        Ok(snapshot)
+        Ok(fired)
     }
 
     async fn journeys(&self, query: &JourneyQuery) -> Result<Vec<JourneyGroup>, StorageError> {
