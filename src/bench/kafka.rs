@@ -44,6 +44,10 @@ pub struct KafkaBenchArgs<'a> {
     /// Events per second of the latency phase.
     pub latency_rate: usize,
     pub latency_seconds: u64,
+    /// A shell command creating one topic (`{topic}`, `{partitions}`), instead of the admin API.
+    pub create_topic_command: Option<&'a str>,
+    /// Extra librdkafka properties of every consumer.
+    pub consumer_properties: &'a [(String, String)],
 }
 
 /// A decoded line: its topic choice, key and payload.
@@ -73,7 +77,7 @@ pub async fn run(args: &KafkaBenchArgs<'_>, lines: &[String]) -> anyhow::Result<
     );
     let mut raw_consume_measured = false;
     for &instances in args.instances {
-        let topics = fresh_topics(args.brokers, args.mock, args.partitions).await?;
+        let topics = fresh_topics(args, args.partitions).await?;
         let settings = KafkaSettings {
             enabled: true,
             brokers: args.brokers.to_owned(),
@@ -91,7 +95,12 @@ pub async fn run(args: &KafkaBenchArgs<'_>, lines: &[String]) -> anyhow::Result<
             placed.len() as f64 / produce_seconds
         );
         if !raw_consume_measured {
-            let (count, seconds) = raw_consume(args.brokers, &topics, placed.len())?;
+            let (count, seconds) = raw_consume(
+                args.brokers,
+                &topics,
+                args.consumer_properties,
+                placed.len(),
+            )?;
             println!(
                 "  broker raw consume (one consumer that only reads): {count} messages in {seconds:.1}s = {:.0} messages/s",
                 count as f64 / seconds
@@ -104,7 +113,12 @@ pub async fn run(args: &KafkaBenchArgs<'_>, lines: &[String]) -> anyhow::Result<
         let mut children = Vec::new();
         let launched = Instant::now();
         for _ in 0..instances {
-            children.push(spawn_instance(args.brokers, &url, &topics)?);
+            children.push(spawn_instance(
+                args.brokers,
+                &url,
+                &topics,
+                args.consumer_properties,
+            )?);
         }
         let (first_commit, all_committed) =
             wait_for_commits(&storage, &targets, launched, &mut children).await?;
@@ -141,13 +155,8 @@ pub async fn run(args: &KafkaBenchArgs<'_>, lines: &[String]) -> anyhow::Result<
 }
 
 /// Topics with a fresh prefix, created with `partitions` each, so that every run starts empty.
-async fn fresh_topics(
-    brokers: &str,
-    mock: Option<
-        &rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-    >,
-    partitions: i32,
-) -> anyhow::Result<KafkaTopics> {
+async fn fresh_topics(args: &KafkaBenchArgs<'_>, partitions: i32) -> anyhow::Result<KafkaTopics> {
+    let brokers = args.brokers;
     let prefix = format!("bench-{:08x}", rand::random::<u32>());
     let topics = KafkaTopics {
         tickets: format!("{prefix}.tickets"),
@@ -158,10 +167,25 @@ async fn fresh_topics(
         loops: format!("{prefix}.loops"),
         dead_letters: format!("{prefix}.dead-letters"),
     };
-    if let Some(mock) = mock {
+    if let Some(mock) = args.mock {
         for name in topics_of(&topics) {
             mock.create_topic(name, partitions, 1)
                 .with_context(|| format!("Failed to create topic {name} on the mock cluster"))?;
+        }
+        return Ok(topics);
+    }
+    if let Some(command) = args.create_topic_command {
+        for name in topics_of(&topics) {
+            let line = command
+                .replace("{topic}", name)
+                .replace("{partitions}", &partitions.to_string());
+            let status = tokio::process::Command::new("sh")
+                .args(["-c", &line])
+                .stdout(Stdio::null())
+                .status()
+                .await
+                .with_context(|| format!("Failed to run `{line}`"))?;
+            anyhow::ensure!(status.success(), "`{line}` failed ({status})");
         }
         return Ok(topics);
     }
@@ -222,12 +246,14 @@ async fn produce(producer: &EventProducer, lines: &[Line<'_>]) -> anyhow::Result
 fn raw_consume(
     brokers: &str,
     topics: &KafkaTopics,
+    properties: &[(String, String)],
     expected: usize,
 ) -> anyhow::Result<(usize, f64)> {
     let settings = KafkaSettings {
         brokers: brokers.to_owned(),
         group_id: format!("bench-raw-{:08x}", rand::random::<u32>()),
         topics: topics.clone(),
+        consumer: properties.iter().cloned().collect(),
         ..KafkaSettings::default()
     };
     let consumer: BaseConsumer = crate::kafka::consumer_config(&settings)
@@ -264,12 +290,20 @@ fn spawn_instance(
     brokers: &str,
     url: &str,
     topics: &KafkaTopics,
+    consumer_properties: &[(String, String)],
 ) -> anyhow::Result<tokio::process::Child> {
     let port = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
         probe.local_addr()?.port()
     };
-    tokio::process::Command::new(std::env::current_exe()?)
+    let mut command = tokio::process::Command::new(std::env::current_exe()?);
+    for (key, value) in consumer_properties {
+        command.env(
+            format!("SIGLOOP__KAFKA__CONSUMER__{}", key.to_uppercase()),
+            value,
+        );
+    }
+    command
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("SIGLOOP__KAFKA__ENABLED", "true")
         .env("SIGLOOP__KAFKA__BROKERS", brokers)

@@ -70,6 +70,25 @@ pub struct BenchArgs {
     pub latency_rate: usize,
     #[arg(long, default_value_t = 10)]
     pub latency_seconds: u64,
+    /// Creates each topic of the distributed-mode run with this shell command instead of Kafka's
+    /// CreateTopics API (for brokers without it, such as Nisshi); `{topic}` and `{partitions}` are
+    /// replaced. Example: `nisshi topic create {topic} --partitions {partitions} --broker
+    /// tcp://127.0.0.1:9092`.
+    #[arg(long, value_name = "COMMAND", requires = "kafka")]
+    pub create_topic_command: Option<String>,
+    /// An extra librdkafka property (KEY=VALUE) of the instances' and the raw reader's consumers,
+    /// as `[kafka.consumer]` takes them; repeatable.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = key_value, requires = "kafka")]
+    pub consumer_property: Vec<(String, String)>,
+}
+
+fn key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(format!("expected KEY=VALUE, got `{text}`")),
+    }
 }
 
 /// The figures of one end-to-end run.
@@ -113,6 +132,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 instances: &args.instances,
                 latency_rate: args.latency_rate,
                 latency_seconds: args.latency_seconds,
+                create_topic_command: args.create_topic_command.as_deref(),
+                consumer_properties: &args.consumer_property,
             },
             &lines,
         )
