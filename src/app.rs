@@ -12,7 +12,7 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
-use crate::config::settings::{StorageBackend, StorageSettings};
+use crate::config::settings::{AuthMode, StorageBackend, StorageSettings};
 use crate::config::Config;
 use crate::ingest::Ingestor;
 use crate::kafka::producer::EventProducer;
@@ -32,13 +32,15 @@ pub struct Application {
 }
 
 /// The concrete store, kept to close it at the end.
-enum Database {
+pub(crate) enum Database {
     Sqlite(Arc<SqliteStorage>),
     Postgres(Arc<PostgresStorage>),
 }
 
 impl Database {
-    async fn open(settings: &StorageSettings) -> anyhow::Result<Database> {
+    /// The configured store (`storage.backend`), migrated: the server's, and the commands' that
+    /// work on its data (`sigloop token`).
+    pub(crate) async fn open(settings: &StorageSettings) -> anyhow::Result<Database> {
         Ok(match settings.backend {
             StorageBackend::Sqlite => {
                 let path: PathBuf = settings.path.clone();
@@ -58,14 +60,14 @@ impl Database {
         })
     }
 
-    fn storage(&self) -> Arc<dyn Storage> {
+    pub(crate) fn storage(&self) -> Arc<dyn Storage> {
         match self {
             Database::Sqlite(storage) => storage.clone(),
             Database::Postgres(storage) => storage.clone(),
         }
     }
 
-    async fn close(&self) {
+    pub(crate) async fn close(&self) {
         match self {
             Database::Sqlite(storage) => storage.close().await,
             Database::Postgres(storage) => storage.close().await,
@@ -75,10 +77,41 @@ impl Database {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
+        // Before anything is opened: an open API on an address other machines reach is refused.
+        if let Some(problem) = config.settings.server.open_listen_problem() {
+            anyhow::bail!(problem);
+        }
         let core =
             Core::new(&config).map_err(|problems| crate::config::ConfigError { problems })?;
         let database = Database::open(&config.settings.storage).await?;
         let storage = database.storage();
+        if config.settings.server.auth == AuthMode::Tokens {
+            let now = now_millis();
+            let usable = storage
+                .tokens()
+                .await
+                .context("Failed to read the API tokens")?
+                .iter()
+                .filter(|row| {
+                    row.revoked_at.is_none()
+                        && row
+                            .token
+                            .expires_at
+                            .is_none_or(|expires_at| expires_at > now)
+                })
+                .count();
+            if usable == 0 {
+                tracing::warn!(
+                    "server.auth is \"tokens\" and no usable token exists: every /v1 request will \
+                     get 401 until one is made with `sigloop token create`."
+                );
+            } else {
+                tracing::info!(
+                    tokens = usable,
+                    "API tokens are required (server.auth = \"tokens\")."
+                );
+            }
+        }
         let producer = if config.settings.kafka.enabled {
             Some(Arc::new(
                 EventProducer::new(&config.settings.kafka)

@@ -1,5 +1,5 @@
 //! The command line: `serve`, `demo`, `gen`, `ingest`, `explain`, `export`, `replay`, `diff`, `bench`,
-//! `produce`.
+//! `produce`, `token`.
 
 use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
@@ -51,6 +51,71 @@ pub enum Command {
     /// Produce events to the Kafka topics of the distributed mode: generated ones (accounts first),
     /// or the lines of an NDJSON file.
     Produce(ProduceArgs),
+    /// Create, list and revoke the API tokens of `[server] auth = "tokens"`, in the configured
+    /// storage (the SQLite file, or PostgreSQL); a running server sees changes at once.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token. Its secret is printed once, alone on standard output (the id and the rest on
+    /// standard error); only its SHA-256 is stored.
+    Create(TokenCreateArgs),
+    /// List every token: id, name, scopes, team, times and status. Never a secret or a hash.
+    List(TokenListArgs),
+    /// Revoke a token: from now on its requests get 401. The token stays listed, as revoked.
+    Revoke(TokenRevokeArgs),
+}
+
+/// Where tokens are stored: the configured storage.
+#[derive(Debug, Args)]
+pub struct TokenStoreArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// SQLite database file (overrides storage.path; the embedded mode).
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Scopes: ingest (POST /v1/events), read (every GET of /v1 and POST /v1/explain), act (POST \
+/v1/loops/{id}/actions), admin (everything). A token with --team sees and acts on that team's queues \
+(routes.toml) and their loops only. Example:
+  sigloop token create --scope read,act --team cs-enterprise --expires 90d --name ana.lima")]
+pub struct TokenCreateArgs {
+    #[command(flatten)]
+    pub store: TokenStoreArgs,
+    /// Comma-separated scopes: ingest, read, act, admin.
+    #[arg(long, value_name = "SCOPES")]
+    pub scope: String,
+    /// Restrict the token to one team of routes.toml (its queues and their loops).
+    #[arg(long)]
+    pub team: Option<String>,
+    /// Expiry: a duration from now (30d, 12h) or an RFC 3339 time (default: never).
+    #[arg(long, value_name = "DURATION|TIME")]
+    pub expires: Option<String>,
+    /// The actor recorded for the token's actions (default: the token's id).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenListArgs {
+    #[command(flatten)]
+    pub store: TokenStoreArgs,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenRevokeArgs {
+    #[command(flatten)]
+    pub store: TokenStoreArgs,
+    /// The token's id (`tok_...`, as `token list` shows it).
+    pub id: String,
 }
 
 #[derive(Debug, Args)]
@@ -139,6 +204,9 @@ pub struct IngestArgs {
     /// Answer each request only once its events are processed.
     #[arg(long)]
     pub wait: bool,
+    /// API token with the `ingest` scope, for a server with `auth = "tokens"`.
+    #[arg(long, env = "SIGLOOP_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -233,6 +301,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Diff(args) => diff(args).await,
             Command::Bench(args) => crate::bench::run(args).await,
             Command::Produce(args) => produce(args).await,
+            Command::Token(command) => token(command).await,
         }
     })
 }
@@ -354,8 +423,14 @@ fn open_input(file: &str) -> anyhow::Result<Box<dyn BufRead + Send>> {
 async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
     let reader = open_input(&args.file)?;
     let batch_size = args.batch_size.clamp(1, 10_000);
-    let totals =
-        crate::ingest::client::send_ndjson(reader, &args.url, batch_size, args.wait).await?;
+    let totals = crate::ingest::client::send_ndjson(
+        reader,
+        &args.url,
+        batch_size,
+        args.wait,
+        args.token.as_deref(),
+    )
+    .await?;
     eprintln!(
         "sigloop ingest: {} accepted, {} duplicates, {} rejected in {} requests",
         totals.accepted, totals.duplicates, totals.rejected, totals.requests
@@ -510,5 +585,199 @@ async fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
         out.write_all(loop_diff.render_text(side_a.loops, side_b.loops).as_bytes())?;
     }
     out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
+    let store = match &command {
+        TokenCommand::Create(args) => &args.store,
+        TokenCommand::List(args) => &args.store,
+        TokenCommand::Revoke(args) => &args.store,
+    };
+    let mut config = store.config.load()?;
+    if let Some(db) = &store.db {
+        config.settings.storage.path = db.clone();
+    }
+    // Everything else this command says is on stdout and stderr; the log stays quiet.
+    let database = crate::app::Database::open(&config.settings.storage).await?;
+    let storage = database.storage();
+    let outcome = match command {
+        TokenCommand::Create(args) => create_token(storage.as_ref(), &config, args).await,
+        TokenCommand::List(args) => list_tokens(storage.as_ref(), args.json).await,
+        TokenCommand::Revoke(args) => revoke_token(storage.as_ref(), &args.id).await,
+    };
+    database.close().await;
+    outcome
+}
+
+async fn create_token(
+    storage: &dyn Storage,
+    config: &Config,
+    args: TokenCreateArgs,
+) -> anyhow::Result<ExitCode> {
+    use crate::api::auth;
+    let now = now_millis();
+    let scopes = auth::Scope::parse_list(&args.scope).map_err(anyhow::Error::msg)?;
+    if let Some(team) = &args.team {
+        if config.routes.team(team).is_none() {
+            let known: Vec<&str> = config
+                .routes
+                .teams
+                .iter()
+                .map(|team| team.name.as_str())
+                .collect();
+            anyhow::bail!(
+                "team `{team}` is not a team of routes.toml (teams: {})",
+                known.join(", ")
+            );
+        }
+    }
+    let expires_at = args
+        .expires
+        .as_deref()
+        .map(|value| auth::parse_expiry(value, now))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let (id, secret) = auth::generate_token();
+    let name = args.name.unwrap_or_else(|| id.clone());
+    auth::validate_name(&name).map_err(anyhow::Error::msg)?;
+    let token = crate::storage::NewToken {
+        id: id.clone(),
+        secret_hash: auth::hash_secret(&secret),
+        name,
+        scopes: scopes
+            .iter()
+            .map(|scope| scope.as_str().to_owned())
+            .collect(),
+        team: args.team,
+        created_at: now,
+        expires_at,
+    };
+    storage
+        .create_token(&token)
+        .await
+        .context("Failed to store the token")?;
+    println!("{secret}");
+    eprintln!(
+        "sigloop token: created {id} (name {}; scopes {}; team {}; expires {}). The secret above \
+         is shown only this once: only its hash is stored. Send it as `Authorization: Bearer <secret>`.",
+        token.name,
+        token.scopes.join(","),
+        token.team.as_deref().unwrap_or("any"),
+        expires_at.map_or_else(|| "never".to_owned(), crate::domain::format_millis),
+    );
+    if config.settings.server.auth != crate::config::settings::AuthMode::Tokens {
+        eprintln!(
+            "sigloop token: note: server.auth is \"open\" in this configuration; tokens are \
+             checked only with server.auth = \"tokens\" (SIGLOOP__SERVER__AUTH=tokens)."
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A token's status at `now`: `active`, `expired` or `revoked`.
+fn token_status(row: &crate::storage::TokenRow, now: i64) -> &'static str {
+    if row.revoked_at.is_some() {
+        "revoked"
+    } else if row
+        .token
+        .expires_at
+        .is_some_and(|expires_at| expires_at <= now)
+    {
+        "expired"
+    } else {
+        "active"
+    }
+}
+
+async fn list_tokens(storage: &dyn Storage, json: bool) -> anyhow::Result<ExitCode> {
+    let rows = storage
+        .tokens()
+        .await
+        .context("Failed to read the tokens")?;
+    let now = now_millis();
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    if json {
+        for row in &rows {
+            let token = &row.token;
+            serde_json::to_writer(
+                &mut out,
+                &serde_json::json!({
+                    "id": token.id,
+                    "name": token.name,
+                    "scopes": token.scopes,
+                    "team": token.team,
+                    "created_at": crate::domain::format_millis(token.created_at),
+                    "expires_at": token.expires_at.map(crate::domain::format_millis),
+                    "revoked_at": row.revoked_at.map(crate::domain::format_millis),
+                    "status": token_status(row, now),
+                }),
+            )?;
+            out.write_all(b"\n")?;
+        }
+    } else {
+        let mut table = vec![[
+            "ID".to_owned(),
+            "NAME".to_owned(),
+            "SCOPES".to_owned(),
+            "TEAM".to_owned(),
+            "CREATED".to_owned(),
+            "EXPIRES".to_owned(),
+            "STATUS".to_owned(),
+        ]];
+        let time = |millis: Option<i64>| {
+            millis.map_or_else(|| "-".to_owned(), crate::domain::format_millis)
+        };
+        for row in &rows {
+            let token = &row.token;
+            table.push([
+                token.id.clone(),
+                token.name.clone(),
+                token.scopes.join(","),
+                token.team.clone().unwrap_or_else(|| "-".to_owned()),
+                time(Some(token.created_at)),
+                time(token.expires_at),
+                token_status(row, now).to_owned(),
+            ]);
+        }
+        let mut widths = [0_usize; 7];
+        for line in &table {
+            for (width, cell) in widths.iter_mut().zip(line) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        for line in &table {
+            let cells: Vec<String> = line
+                .iter()
+                .zip(widths)
+                .map(|(cell, width)| format!("{cell:<width$}"))
+                .collect();
+            writeln!(out, "{}", cells.join("  ").trim_end())?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn revoke_token(storage: &dyn Storage, id: &str) -> anyhow::Result<ExitCode> {
+    let now = now_millis();
+    let Some(row) = storage
+        .revoke_token(id, now)
+        .await
+        .context("Failed to revoke the token")?
+    else {
+        anyhow::bail!("no token with id {id} (`sigloop token list` shows them)");
+    };
+    let revoked_at = row.revoked_at.unwrap_or(now);
+    if revoked_at < now {
+        eprintln!(
+            "sigloop token: {id} ({}) was already revoked at {}",
+            row.token.name,
+            crate::domain::format_millis(revoked_at)
+        );
+    } else {
+        eprintln!("sigloop token: revoked {id} ({})", row.token.name);
+    }
     Ok(ExitCode::SUCCESS)
 }

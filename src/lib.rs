@@ -50,3 +50,4 @@ pub mod route;
 pub mod storage;
 pub mod tag;
 pub mod telemetry;
+pub mod ui;

@@ -568,3 +568,269 @@ async fn demo_fills_the_queues_with_loops_within_seconds() {
     let _ = child.wait();
     assert!(open_loops > 0, "the demo opened no loop within 20 s");
 }
+
+// ---- token ----
+
+/// `sigloop token ARGS --db DB`.
+fn token_command(db: &Path, args: &[&str]) -> Output {
+    run(sigloop(&["token"]).args(args).arg("--db").arg(db))
+}
+
+/// `sigloop token create ARGS --db DB`: the secret (standard output) and the id (named on standard
+/// error).
+fn create_token(db: &Path, args: &[&str]) -> (String, String) {
+    let output = token_command(db, &[&["create"], args].concat());
+    assert_exit_code(&output, 0);
+    let stdout = stdout_of(&output);
+    let secret = stdout.trim().to_owned();
+    assert_eq!(stdout.lines().count(), 1, "the secret alone: {stdout}");
+    let stderr = stderr_of(&output);
+    let id = stderr
+        .split_whitespace()
+        .find(|word| word.starts_with("tok_"))
+        .unwrap_or_else(|| panic!("the id is named: {stderr}"))
+        .to_owned();
+    (secret, id)
+}
+
+#[test]
+fn token_create_prints_the_secret_once_and_list_shows_the_token_but_never_a_secret_or_hash() {
+    let directory = tempfile::tempdir().unwrap();
+    let db = directory.path().join("sigloop.db");
+    let (secret, id) = create_token(
+        &db,
+        &[
+            "--scope",
+            "act,read",
+            "--team",
+            "cs-enterprise",
+            "--expires",
+            "30d",
+            "--name",
+            "ana.lima",
+        ],
+    );
+    assert!(secret.starts_with("sgl_") && secret.len() == 47, "{secret}");
+    let (other_secret, other_id) = create_token(&db, &["--scope", "ingest"]);
+    assert_ne!(other_secret, secret);
+    let hash = sigloop::api::auth::hash_secret(&secret);
+
+    let output = token_command(&db, &["list"]);
+    assert_exit_code(&output, 0);
+    let table = stdout_of(&output);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "a header and two tokens: {table}");
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("STATUS"),
+        "{table}"
+    );
+    for expected in [
+        id.as_str(),
+        "ana.lima",
+        "read,act",
+        "cs-enterprise",
+        "active",
+    ] {
+        assert!(lines[1].contains(expected), "{expected}: {table}");
+    }
+    // Without --name, the token's name is its id; without --team, any team.
+    assert!(
+        lines[2].contains(&format!("{other_id}  {other_id}")),
+        "{table}"
+    );
+    for hidden in [secret.as_str(), &secret[4..], &hash, &other_secret[4..]] {
+        assert!(
+            !table.contains(hidden),
+            "the list shows a secret or hash: {table}"
+        );
+    }
+
+    let output = token_command(&db, &["list", "--json"]);
+    assert_exit_code(&output, 0);
+    let rows = parse_lines(&stdout_of(&output));
+    assert_eq!(rows[0]["id"], id.as_str());
+    assert_eq!(rows[0]["name"], "ana.lima");
+    assert_eq!(rows[0]["scopes"], serde_json::json!(["read", "act"]));
+    assert_eq!(rows[0]["team"], "cs-enterprise");
+    assert_eq!(rows[0]["status"], "active");
+    assert!(rows[0]["expires_at"].is_string());
+    assert_eq!(rows[1]["team"], Value::Null);
+    assert_eq!(rows[1]["expires_at"], Value::Null);
+    let text = stdout_of(&output);
+    assert!(
+        !text.contains(&secret[4..]) && !text.contains(&hash),
+        "{text}"
+    );
+}
+
+#[test]
+fn token_create_refuses_unknown_scopes_and_teams_bad_names_and_expiries_in_the_past() {
+    let directory = tempfile::tempdir().unwrap();
+    let db = directory.path().join("sigloop.db");
+    for (args, said) in [
+        (vec!["--scope", "read,write"], "`write`"),
+        (vec!["--scope", ""], "at least one scope"),
+        (
+            vec!["--scope", "read", "--team", "ghost-team"],
+            "ghost-team",
+        ),
+        (
+            vec!["--scope", "read", "--expires", "2020-01-01T00:00:00Z"],
+            "not in the future",
+        ),
+        (vec!["--scope", "read", "--expires", "later"], "later"),
+        (vec!["--scope", "read", "--name", "  "], "name"),
+    ] {
+        let output = token_command(&db, &[&["create"], args.as_slice()].concat());
+        assert_exit_code(&output, 1);
+        assert!(
+            stdout_of(&output).is_empty(),
+            "no secret for a refused token"
+        );
+        assert!(
+            stderr_of(&output).contains(said),
+            "{said}: {}",
+            stderr_of(&output)
+        );
+    }
+    let output = token_command(&db, &["list", "--json"]);
+    assert_exit_code(&output, 0);
+    assert!(stdout_of(&output).is_empty(), "nothing was stored");
+}
+
+#[test]
+fn token_revoke_marks_a_token_revoked_once_and_fails_for_an_unknown_id() {
+    let directory = tempfile::tempdir().unwrap();
+    let db = directory.path().join("sigloop.db");
+    let (_, id) = create_token(&db, &["--scope", "read", "--name", "ci-bot"]);
+    let output = token_command(&db, &["revoke", &id]);
+    assert_exit_code(&output, 0);
+    assert!(
+        stderr_of(&output).contains(&format!("revoked {id} (ci-bot)")),
+        "{}",
+        stderr_of(&output)
+    );
+    let output = token_command(&db, &["revoke", &id]);
+    assert_exit_code(&output, 0);
+    assert!(
+        stderr_of(&output).contains("already revoked"),
+        "{}",
+        stderr_of(&output)
+    );
+    let output = token_command(&db, &["list", "--json"]);
+    let rows = parse_lines(&stdout_of(&output));
+    assert_eq!(rows[0]["status"], "revoked");
+    assert!(rows[0]["revoked_at"].is_string());
+    let output = token_command(&db, &["revoke", "tok_0000000000000000"]);
+    assert_exit_code(&output, 1);
+    assert!(stderr_of(&output).contains("no token with id tok_0000000000000000"));
+}
+
+#[tokio::test]
+async fn tokens_made_and_revoked_on_the_command_line_open_and_close_a_running_servers_api() {
+    let directory = tempfile::tempdir().unwrap();
+    let db = directory.path().join("sigloop.db");
+    let mut server = ServerProcess::start(&db, &[("SIGLOOP__SERVER__AUTH", "tokens")]);
+    server.wait_until_healthy().await;
+    let client = reqwest::Client::new();
+    let queues = |secret: Option<String>| {
+        let mut request = client.get(format!("{}/v1/queues", server.address));
+        if let Some(secret) = secret {
+            request = request.bearer_auth(secret);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(queues(None).await, 401);
+    let (reader, reader_id) = create_token(&db, &["--scope", "read", "--name", "dashboard"]);
+    assert_eq!(
+        queues(Some(reader.clone())).await,
+        200,
+        "a new token works at once"
+    );
+
+    // `sigloop ingest` sends its token; without one the server refuses the events.
+    let (ingester, _) = create_token(&db, &["--scope", "ingest", "--name", "importer"]);
+    let file = gen_file(directory.path(), "events.ndjson", 3, 10, 7);
+    let output = ingest_file(&file, &server.address, 100);
+    assert_exit_code(&output, 1);
+    assert!(stderr_of(&output).contains("401"), "{}", stderr_of(&output));
+    let output = run(sigloop(&["ingest"]).arg(&file).args([
+        "--url",
+        &server.address,
+        "--wait",
+        "--token",
+        &ingester,
+    ]));
+    assert_exit_code(&output, 0);
+    assert!(
+        stderr_of(&output).contains("13 accepted"),
+        "{}",
+        stderr_of(&output)
+    );
+
+    let output = token_command(&db, &["revoke", &reader_id]);
+    assert_exit_code(&output, 0);
+    assert_eq!(
+        queues(Some(reader)).await,
+        401,
+        "a revoked token stops at once"
+    );
+    server.terminate();
+}
+
+#[tokio::test]
+async fn token_commands_work_on_the_configured_postgres_storage() {
+    use sigloop::storage::Storage;
+    let url = common::fresh_postgres_url().await;
+    let with_postgres = |args: &[&str]| {
+        let mut command = sigloop(&["token"]);
+        command
+            .args(args)
+            .env("SIGLOOP__STORAGE__BACKEND", "postgres")
+            .env("SIGLOOP__STORAGE__URL", &url)
+            .env("SIGLOOP__STORAGE__POOL_SIZE", "2");
+        run(&mut command)
+    };
+    let output = with_postgres(&["create", "--scope", "admin", "--name", "ops"]);
+    assert_exit_code(&output, 0);
+    let secret = stdout_of(&output).trim().to_owned();
+    let output = with_postgres(&["list", "--json"]);
+    assert_exit_code(&output, 0);
+    let rows = parse_lines(&stdout_of(&output));
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["name"], "ops");
+    assert_eq!(rows[0]["scopes"], serde_json::json!(["admin"]));
+    let id = rows[0]["id"].as_str().unwrap().to_owned();
+    // The SQLite default was not touched.
+    let storage = sigloop::storage::PostgresStorage::connect(&url, 1)
+        .await
+        .unwrap();
+    let found = storage
+        .token_by_hash(&sigloop::api::auth::hash_secret(&secret))
+        .await
+        .unwrap()
+        .expect("the token is in PostgreSQL");
+    assert_eq!(found.token.id, id);
+    storage.close().await;
+    let output = with_postgres(&["revoke", &id]);
+    assert_exit_code(&output, 0);
+}
+
+#[test]
+fn serve_refuses_to_run_open_on_every_address_and_names_the_settings_that_allow_it() {
+    let data = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let child = sigloop(&["serve", "--listen", &format!("0.0.0.0:{port}"), "--db"])
+        .arg(data.path().join("sigloop.db"))
+        .current_dir(data.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    let output = wait_with_limit(child, Duration::from_secs(30));
+    assert!(!output.status.success(), "an open API on 0.0.0.0 started");
+    let stderr = stderr_of(&output);
+    assert!(stderr.contains("server.auth"), "{stderr}");
+    assert!(stderr.contains("server.allow_open"), "{stderr}");
+    assert!(stderr.contains("SIGLOOP__SERVER__AUTH"), "{stderr}");
+}

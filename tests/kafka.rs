@@ -1,32 +1,38 @@
 //! The distributed mode through its real boundaries: a Kafka-protocol broker (librdkafka's mock
-//! cluster, in process, over TCP), a real PostgreSQL (a fresh schema per test), and the application
-//! spoken to over HTTP. Events reach the processor only through the consumer group; offsets live in
+//! cluster, in process, over TCP; or the broker process of `SIGLOOP_TEST_KAFKA_BROKERS`, see
+//! `common::TestKafka`), a real PostgreSQL (a fresh schema per test), and the application spoken to
+//! over HTTP. Events reach the processor only through the consumer group; offsets live in
 //! PostgreSQL.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{account, event, fresh_postgres_url, mock_kafka, nps, ticket, TestApp};
+use common::{account, event, fresh_postgres_url, nps, ticket, TestApp, TestKafka};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 
 /// A message read back: its key, its value (JSON, or the raw text as a JSON string) and its headers.
 type ReadMessage = (Option<String>, Value, Vec<(String, String)>);
 
-/// Every message of `topic` from the beginning, read until `count` have arrived (or 20 s pass).
-fn read_topic(brokers: &str, topic: &str, count: usize) -> Vec<ReadMessage> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("test-reader-{}", rand::random::<u64>()))
+/// Every message of `topic` (a name for [`TestKafka::topic`]) from the beginning, read until `count`
+/// have arrived (or 20 s pass).
+fn read_topic(kafka: &TestKafka, topic: &str, count: usize) -> Vec<ReadMessage> {
+    let consumer: BaseConsumer = kafka
+        .consumer_config()
+        .set(
+            "group.id",
+            kafka.group(&format!("test-reader-{}", rand::random::<u64>())),
+        )
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .create()
         .expect("the reader is created");
-    consumer.subscribe(&[topic]).expect("the reader subscribes");
+    consumer
+        .subscribe(&[&kafka.topic(topic)])
+        .expect("the reader subscribes");
     let started = Instant::now();
     let mut messages = Vec::new();
     while messages.len() < count && started.elapsed() < Duration::from_secs(20) {
@@ -66,14 +72,14 @@ fn read_topic(brokers: &str, topic: &str, count: usize) -> Vec<ReadMessage> {
 }
 
 async fn produce_raw(
-    brokers: &str,
+    kafka: &TestKafka,
     topic: &str,
     key: &str,
     value: &[u8],
     headers: &[(&str, &str)],
 ) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let producer: FutureProducer = kafka
+        .producer_config()
         .create()
         .expect("the producer is created");
     let mut owned = OwnedHeaders::new();
@@ -85,7 +91,7 @@ async fn produce_raw(
     }
     producer
         .send(
-            FutureRecord::to(topic)
+            FutureRecord::to(&kafka.topic(topic))
                 .key(key)
                 .payload(value)
                 .headers(owned),
@@ -109,9 +115,8 @@ async fn wait_for_loops(app: &TestApp, query: &str, expected: usize) -> Vec<Valu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_posted_in_the_distributed_mode_go_through_kafka_and_become_loops_in_postgresql() {
-    let kafka = mock_kafka(4);
-    let brokers = kafka.bootstrap_servers();
-    let app = TestApp::spawn_distributed(&brokers, &fresh_postgres_url().await).await;
+    let kafka = TestKafka::new(4);
+    let app = TestApp::spawn_distributed(&kafka, &fresh_postgres_url().await).await;
     // Across topics Kafka keeps no order, so the directory entry goes first and is waited for.
     let body = app
         .ingest(&[account("acct-ent", "enterprise", Some("ana.lima"))])
@@ -134,7 +139,7 @@ async fn events_posted_in_the_distributed_mode_go_through_kafka_and_become_loops
         .await;
     assert_eq!(detail["evidence"][0]["reference"]["response_id"], "r-det-1");
     // The event itself went through the broker: it is on the surveys topic, keyed by its account.
-    let surveys = read_topic(&brokers, "sigloop.surveys", 1);
+    let surveys = read_topic(&kafka, "surveys", 1);
     assert_eq!(surveys.len(), 1);
     assert_eq!(surveys[0].0.as_deref(), Some("acct-ent"));
     assert_eq!(surveys[0].1["id"], "det-1");
@@ -144,11 +149,10 @@ async fn events_posted_in_the_distributed_mode_go_through_kafka_and_become_loops
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_instance_resumes_from_the_offsets_stored_in_postgresql_and_counts_nothing_twice(
 ) {
-    let kafka = mock_kafka(4);
-    let brokers = kafka.bootstrap_servers();
+    let kafka = TestKafka::new(4);
     let database = fresh_postgres_url().await;
     let subject = "Our invoice has the wrong amount";
-    let app = TestApp::spawn_distributed(&brokers, &database).await;
+    let app = TestApp::spawn_distributed(&kafka, &database).await;
     app.ingest(&[account("acct-mm", "mid-market", Some("dev.patel"))])
         .await;
     app.ingest(&[
@@ -161,16 +165,9 @@ async fn a_restarted_instance_resumes_from_the_offsets_stored_in_postgresql_and_
     // While no instance runs, more events arrive on the topic.
     for (id, minutes) in [("t-4", 180), ("t-5", 240)] {
         let value = ticket(id, "acct-mm", minutes, subject, "normal").to_string();
-        produce_raw(
-            &brokers,
-            "sigloop.tickets",
-            "acct-mm",
-            value.as_bytes(),
-            &[],
-        )
-        .await;
+        produce_raw(&kafka, "tickets", "acct-mm", value.as_bytes(), &[]).await;
     }
-    let app = TestApp::spawn_distributed(&brokers, &database).await;
+    let app = TestApp::spawn_distributed(&kafka, &database).await;
     let started = Instant::now();
     let loops = loop {
         let loops = app.loops("account_id=acct-mm").await;
@@ -203,10 +200,9 @@ async fn a_restarted_instance_resumes_from_the_offsets_stored_in_postgresql_and_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_sigloop_cannot_read_becomes_a_dead_letter_in_the_table_and_on_the_dead_letter_topic(
 ) {
-    let kafka = mock_kafka(2);
-    let brokers = kafka.bootstrap_servers();
-    let app = TestApp::spawn_distributed(&brokers, &fresh_postgres_url().await).await;
-    produce_raw(&brokers, "sigloop.tickets", "acct-1", b"{not json", &[]).await;
+    let kafka = TestKafka::new(2);
+    let app = TestApp::spawn_distributed(&kafka, &fresh_postgres_url().await).await;
+    produce_raw(&kafka, "tickets", "acct-1", b"{not json", &[]).await;
     let started = Instant::now();
     let dead = loop {
         let (status, body) = app.get("/v1/dead-letters").await;
@@ -220,7 +216,7 @@ async fn a_message_sigloop_cannot_read_becomes_a_dead_letter_in_the_table_and_on
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0]["code"], "invalid_json");
     assert_eq!(dead[0]["payload"], "{not json");
-    let out = read_topic(&brokers, "sigloop.dead-letters", 1);
+    let out = read_topic(&kafka, "dead_letters", 1);
     assert_eq!(out.len(), 1);
     let (_, value, headers) = &out[0];
     assert_eq!(value, &Value::String("{not json".to_owned()));
@@ -239,22 +235,21 @@ async fn a_message_sigloop_cannot_read_becomes_a_dead_letter_in_the_table_and_on
         .is_empty());
     assert_eq!(
         header("sigloop-source-topic").as_deref(),
-        Some("sigloop.tickets")
+        Some(kafka.topic("tickets").as_str())
     );
     app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binary_mode_cloudevent_is_read_like_a_structured_one() {
-    let kafka = mock_kafka(2);
-    let brokers = kafka.bootstrap_servers();
-    let app = TestApp::spawn_distributed(&brokers, &fresh_postgres_url().await).await;
+    let kafka = TestKafka::new(2);
+    let app = TestApp::spawn_distributed(&kafka, &fresh_postgres_url().await).await;
     app.ingest(&[account("acct-bin", "enterprise", Some("ana.lima"))])
         .await;
     let data = json!({"response_id": "r-bin", "account_id": "acct-bin", "kind": "nps", "score": 2});
     produce_raw(
-        &brokers,
-        "sigloop.surveys",
+        &kafka,
+        "surveys",
         "acct-bin",
         data.to_string().as_bytes(),
         &[
@@ -279,9 +274,8 @@ async fn a_binary_mode_cloudevent_is_read_like_a_structured_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loop_events_are_published_on_the_loops_topic_in_order_and_actions_travel_through_kafka() {
-    let kafka = mock_kafka(2);
-    let brokers = kafka.bootstrap_servers();
-    let app = TestApp::spawn_distributed(&brokers, &fresh_postgres_url().await).await;
+    let kafka = TestKafka::new(2);
+    let app = TestApp::spawn_distributed(&kafka, &fresh_postgres_url().await).await;
     app.ingest(&[account("acct-ev", "enterprise", Some("ana.lima"))])
         .await;
     app.ingest(&[nps("det-ev", "acct-ev", 1, 10, None)]).await;
@@ -294,11 +288,11 @@ async fn loop_events_are_published_on_the_loops_topic_in_order_and_actions_trave
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "acknowledged", "{body}");
     // The action itself went through the actions topic, keyed by the loop's account.
-    let actions = read_topic(&brokers, "sigloop.actions", 1);
+    let actions = read_topic(&kafka, "actions", 1);
     assert_eq!(actions.len(), 1);
     assert_eq!(actions[0].0.as_deref(), Some("acct-ev"));
     assert_eq!(actions[0].1["loop_id"], id.as_str());
-    let events = read_topic(&brokers, "sigloop.loops", 2);
+    let events = read_topic(&kafka, "loops", 2);
     let names: Vec<&str> = events
         .iter()
         .map(|(_, value, _)| value["event"].as_str().unwrap_or_default())
@@ -318,9 +312,8 @@ async fn loop_events_are_published_on_the_loops_topic_in_order_and_actions_trave
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_events_rejects_bad_events_per_index_and_produces_only_the_valid_ones() {
-    let kafka = mock_kafka(2);
-    let brokers = kafka.bootstrap_servers();
-    let app = TestApp::spawn_distributed(&brokers, &fresh_postgres_url().await).await;
+    let kafka = TestKafka::new(2);
+    let app = TestApp::spawn_distributed(&kafka, &fresh_postgres_url().await).await;
     let bad = event("ticket.opened", "bad-1", 0, json!({"account_id": "acct-1"}));
     let good = ticket("good-1", "acct-1", 0, "Login broken", "normal");
     let (status, body) = app
@@ -331,7 +324,7 @@ async fn post_events_rejects_bad_events_per_index_and_produces_only_the_valid_on
     assert_eq!(body["processed"], true, "{body}");
     assert_eq!(body["rejected"][0]["index"], 0, "{body}");
     assert_eq!(body["rejected"][0]["code"], "missing_field", "{body}");
-    let tickets = read_topic(&brokers, "sigloop.tickets", 2);
+    let tickets = read_topic(&kafka, "tickets", 2);
     assert_eq!(
         tickets.len(),
         1,
@@ -346,12 +339,11 @@ async fn post_events_rejects_bad_events_per_index_and_produces_only_the_valid_on
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn instances_in_one_group_share_the_partitions_and_each_deadline_fires_once_even_after_a_rebalance(
 ) {
-    let kafka = mock_kafka(4);
-    let brokers = kafka.bootstrap_servers();
+    let kafka = TestKafka::new(4);
     let database = fresh_postgres_url().await;
     let clock = [("SIGLOOP__CLOCK__MODE", "event_time")];
-    let first = TestApp::spawn_distributed_with(&brokers, &database, &clock).await;
-    let second = TestApp::spawn_distributed_with(&brokers, &database, &clock).await;
+    let first = TestApp::spawn_distributed_with(&kafka, &database, &clock).await;
+    let second = TestApp::spawn_distributed_with(&kafka, &database, &clock).await;
     let accounts: Vec<String> = (0..16).map(|index| format!("acct-{index:02}")).collect();
     let directory: Vec<Value> = accounts
         .iter()
@@ -370,7 +362,7 @@ async fn instances_in_one_group_share_the_partitions_and_each_deadline_fires_onc
     // A member leaves and another joins: the partitions move, and every instance reloads the
     // whole committed state, other instances' loops included.
     second.stop().await;
-    let second = TestApp::spawn_distributed_with(&brokers, &database, &clock).await;
+    let second = TestApp::spawn_distributed_with(&kafka, &database, &clock).await;
     // Three hours later (on the event-time clock of each account's owner), every acknowledge
     // deadline has passed: each breach must be recorded once, by the one owner.
     let later: Vec<Value> = accounts
@@ -435,10 +427,9 @@ async fn instances_in_one_group_share_the_partitions_and_each_deadline_fires_onc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_delivered_twice_by_kafka_changes_nothing_the_second_time() {
-    let kafka = mock_kafka(2);
-    let brokers = kafka.bootstrap_servers();
+    let kafka = TestKafka::new(2);
     let database = fresh_postgres_url().await;
-    let app = TestApp::spawn_distributed(&brokers, &database).await;
+    let app = TestApp::spawn_distributed(&kafka, &database).await;
     app.ingest(&[account("acct-dup", "enterprise", Some("ana.lima"))])
         .await;
     let detractor = nps("det-dup", "acct-dup", 1, 10, Some("Nobody answers"));
@@ -447,9 +438,9 @@ async fn an_event_delivered_twice_by_kafka_changes_nothing_the_second_time() {
     app.ingest(std::slice::from_ref(&detractor)).await;
     // And once more after a restart, when the first sighting is only in the database.
     app.stop().await;
-    let app = TestApp::spawn_distributed(&brokers, &database).await;
+    let app = TestApp::spawn_distributed(&kafka, &database).await;
     app.ingest(std::slice::from_ref(&detractor)).await;
-    let surveys = read_topic(&brokers, "sigloop.surveys", 3);
+    let surveys = read_topic(&kafka, "surveys", 3);
     assert_eq!(surveys.len(), 3, "the broker holds three copies");
     let loops = app.loops("account_id=acct-dup").await;
     assert_eq!(loops.len(), 1, "{loops:?}");

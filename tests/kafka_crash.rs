@@ -1,9 +1,10 @@
 //! Exactly-once effect in the distributed mode, with real processes: two `sigloop serve` processes
 //! in one consumer group consume a produced stream from a Kafka-protocol broker (librdkafka's mock
-//! cluster, in this process, over TCP) into one PostgreSQL schema. They are killed with SIGKILL at
-//! several points of a batch (processed in memory, inside the commit's transaction, right after the
-//! commit) and from outside, and restarted. Afterwards the loops and the journey figures must equal
-//! those of a single clean run over the same stream.
+//! cluster, in this process, over TCP; or the broker process of `SIGLOOP_TEST_KAFKA_BROKERS`, see
+//! `common::TestKafka`) into one PostgreSQL schema. They are killed with SIGKILL at several points
+//! of a batch (processed in memory, inside the commit's transaction, right after the commit) and
+//! from outside, and restarted. Afterwards the loops and the journey figures must equal those of a
+//! single clean run over the same stream.
 //!
 //! Every event goes to one topic, so an account's events keep their produced order in any run. The
 //! detectors kept are the ones that look at one account's events in order; journey and time
@@ -16,12 +17,12 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{fresh_postgres_url, ServerProcess};
-use sigloop::config::settings::KafkaSettings;
+use common::{fresh_postgres_url, ServerProcess, TestKafka};
 use sigloop::config::signals::Window;
 use sigloop::kafka::producer::{produce_lines, EventProducer};
 use sigloop::storage::{JourneyDimension, JourneyQuery, PostgresStorage, Storage};
 
+/// The one topic of every event, and the actions topic (names for [`TestKafka::topic`]).
 const TOPIC: &str = "crash.events";
 const ACTIONS: &str = "crash.actions";
 const PARTITIONS: i32 = 4;
@@ -52,16 +53,21 @@ fn write_config(directory: &Path) {
     .expect("signals.toml is written");
 }
 
-fn environment(brokers: &str, url: &str, group: &str, config: &Path) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = common::distributed(brokers, url);
-    for topic in ["TICKETS", "USAGE", "SURVEYS", "ACCOUNTS"] {
-        env.push((format!("SIGLOOP__KAFKA__TOPICS__{topic}"), TOPIC.to_owned()));
-    }
-    env.push((
-        "SIGLOOP__KAFKA__TOPICS__ACTIONS".to_owned(),
-        ACTIONS.to_owned(),
-    ));
-    env.push(("SIGLOOP__KAFKA__GROUP_ID".to_owned(), group.to_owned()));
+/// sigloop's Kafka settings for this test: every event type on [`TOPIC`], actions on [`ACTIONS`].
+fn kafka_settings(kafka: &TestKafka) -> sigloop::config::settings::KafkaSettings {
+    let mut settings = kafka.settings();
+    settings.topics.tickets = kafka.topic(TOPIC);
+    settings.topics.usage = kafka.topic(TOPIC);
+    settings.topics.surveys = kafka.topic(TOPIC);
+    settings.topics.accounts = kafka.topic(TOPIC);
+    settings.topics.actions = kafka.topic(ACTIONS);
+    settings
+}
+
+fn environment(kafka: &TestKafka, url: &str, group: &str, config: &Path) -> Vec<(String, String)> {
+    let mut settings = kafka_settings(kafka);
+    settings.group_id = kafka.group(group);
+    let mut env = common::distributed(&settings, url);
     env.push((
         "SIGLOOP__PROCESSOR__BATCH_SIZE".to_owned(),
         "200".to_owned(),
@@ -89,12 +95,12 @@ fn start(env: &[(String, String)], failpoint: Option<&str>) -> ServerProcess {
     ServerProcess::start(&directory.join("unused.db"), &pairs)
 }
 
-/// True once the committed offsets cover `total` messages.
-async fn caught_up(storage: &PostgresStorage, total: i64) -> bool {
+/// True once the committed offsets of `topic` cover `total` messages.
+async fn caught_up(storage: &PostgresStorage, topic: &str, total: i64) -> bool {
     let stored = storage.source_offsets().await.expect("offsets are read");
     stored
         .iter()
-        .filter(|offset| offset.topic == TOPIC)
+        .filter(|offset| offset.topic == topic)
         .map(|offset| offset.next_offset)
         .sum::<i64>()
         >= total
@@ -146,30 +152,13 @@ async fn outcome(storage: &PostgresStorage) -> (Vec<String>, Vec<String>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_killed_at_every_point_of_a_batch_and_restarted_give_exactly_the_effects_of_a_clean_run(
 ) {
-    let kafka = rdkafka::mocking::MockCluster::new(1).expect("the mock cluster starts");
-    kafka.create_topic(TOPIC, PARTITIONS, 1).unwrap();
-    kafka.create_topic(ACTIONS, PARTITIONS, 1).unwrap();
-    for topic in ["sigloop.loops", "sigloop.dead-letters"] {
-        kafka.create_topic(topic, PARTITIONS, 1).unwrap();
-    }
-    let brokers = kafka.bootstrap_servers();
+    let kafka = TestKafka::with_topics(PARTITIONS, &[TOPIC, ACTIONS, "loops", "dead_letters"]);
+    let topic = kafka.topic(TOPIC);
     let config = tempfile::tempdir().unwrap();
     write_config(config.path());
 
     // The stream: a directory of accounts, then mixed tickets, usage and surveys.
-    let settings = KafkaSettings {
-        enabled: true,
-        brokers: brokers.clone(),
-        topics: sigloop::config::settings::KafkaTopics {
-            tickets: TOPIC.to_owned(),
-            usage: TOPIC.to_owned(),
-            surveys: TOPIC.to_owned(),
-            accounts: TOPIC.to_owned(),
-            ..Default::default()
-        },
-        ..KafkaSettings::default()
-    };
-    let producer = EventProducer::new(&settings).expect("the producer is created");
+    let producer = EventProducer::new(&kafka_settings(&kafka)).expect("the producer is created");
     let options = sigloop::gen::GenOptions {
         accounts: 60,
         events: 3000,
@@ -186,11 +175,11 @@ async fn instances_killed_at_every_point_of_a_batch_and_restarted_give_exactly_t
     // A single clean run.
     let clean_url = fresh_postgres_url().await;
     let clean_storage = PostgresStorage::connect(&clean_url, 2).await.unwrap();
-    let clean_env = environment(&brokers, &clean_url, "crash-clean", config.path());
+    let clean_env = environment(&kafka, &clean_url, "crash-clean", config.path());
     let mut clean = start(&clean_env, None);
     clean.wait_until_healthy().await;
     let started = Instant::now();
-    while !caught_up(&clean_storage, total).await {
+    while !caught_up(&clean_storage, &topic, total).await {
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "the clean run did not finish"
@@ -208,7 +197,7 @@ async fn instances_killed_at_every_point_of_a_batch_and_restarted_give_exactly_t
     // Two instances, killed over and over at different points, each restarted at once.
     let url = fresh_postgres_url().await;
     let storage = PostgresStorage::connect(&url, 2).await.unwrap();
-    let env = environment(&brokers, &url, "crash-group", config.path());
+    let env = environment(&kafka, &url, "crash-group", config.path());
     let kills = [
         Some("mid_batch@2"),
         Some("mid_commit@3"),
@@ -221,7 +210,7 @@ async fn instances_killed_at_every_point_of_a_batch_and_restarted_give_exactly_t
     let mut next_kill = 2;
     let mut killed = 0;
     let started = Instant::now();
-    while !caught_up(&storage, total).await {
+    while !caught_up(&storage, &topic, total).await {
         assert!(
             started.elapsed() < Duration::from_secs(240),
             "the crashing run did not finish"

@@ -33,8 +33,9 @@ use sigloop::pipeline::core::{
 };
 use sigloop::route::Account;
 use sigloop::storage::{
-    AppendEntry, JourneyDimension, JourneyQuery, LoopFilter, NewDeadLetter, PostgresStorage,
-    PurgeCounts, SqliteStorage, Storage, StorageError, StoredOffset, MAX_DEAD_LETTER_PAYLOAD,
+    AppendEntry, JourneyDimension, JourneyQuery, LoopFilter, NewDeadLetter, NewToken,
+    PostgresStorage, PurgeCounts, SqliteStorage, Storage, StorageError, StoredOffset, TokenRow,
+    MAX_DEAD_LETTER_PAYLOAD,
 };
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::Connection;
@@ -198,6 +199,11 @@ macro_rules! conformance_suite {
             claim_outbox_leases_a_sink_to_one_holder_until_the_lease_runs_out,
             advance_outbox_by_a_holder_without_the_lease_is_fenced_and_moves_nothing,
             purge_removes_only_outbox_events_older_than_the_cutoff_that_every_sink_has_delivered,
+            list_loops_queue_set_keeps_only_loops_on_those_queues_and_an_empty_set_keeps_none,
+            a_token_is_stored_by_the_hash_of_its_secret_and_found_by_that_hash_only,
+            tokens_are_listed_oldest_first_with_revoked_and_expired_ones,
+            revoking_a_token_keeps_its_first_revocation_time_and_an_unknown_id_is_none,
+            a_second_token_with_the_same_id_or_secret_hash_is_refused,
         );
     };
     (@cases $backend:ident: $($case:ident),+ $(,)?) => {
@@ -2810,4 +2816,270 @@ async fn seen_events_answers_which_ids_a_committed_batch_stored_and_purge_forget
         storage.seen_events(&wanted).await.unwrap(),
         vec![key("survey", "t-1")]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Access control: the queue set of a team's loop listing, and API tokens.
+// ---------------------------------------------------------------------------------------------
+
+async fn list_loops_queue_set_keeps_only_loops_on_those_queues_and_an_empty_set_keeps_none(
+    storage: &dyn Storage,
+) {
+    let loops = five_loops(storage).await;
+    let pick = |indexes: &[usize]| -> Vec<String> {
+        indexes
+            .iter()
+            .map(|index| loops[*index].id.clone())
+            .collect()
+    };
+    let queues = |names: &[&str]| LoopFilter {
+        queues: Some(names.iter().map(|name| (*name).to_owned()).collect()),
+        ..LoopFilter::default()
+    };
+    assert_eq!(listed(storage, queues(&["cs-a"])).await, pick(&[1, 0]));
+    assert_eq!(
+        listed(storage, queues(&["cs-b", "cx-journeys"])).await,
+        pick(&[4, 3, 2])
+    );
+    assert!(listed(storage, queues(&[])).await.is_empty());
+    assert!(listed(storage, queues(&["cs"])).await.is_empty());
+    // With the other filters, AND: a queue outside the set finds nothing.
+    let outside = LoopFilter {
+        queue: Some("cs-a".to_owned()),
+        ..queues(&["cs-b"])
+    };
+    assert!(listed(storage, outside).await.is_empty());
+    let inside = LoopFilter {
+        account_id: Some("globex".to_owned()),
+        ..queues(&["cs-b", "cs-a"])
+    };
+    assert_eq!(listed(storage, inside).await, pick(&[4, 2]));
+}
+
+/// A token as `sigloop token create` makes it, created at `created_at`.
+fn new_token(name: &str, created_at: Millis) -> (NewToken, String) {
+    let (id, secret) = sigloop::api::auth::generate_token();
+    let token = NewToken {
+        id,
+        secret_hash: sigloop::api::auth::hash_secret(&secret),
+        name: name.to_owned(),
+        scopes: vec!["read".to_owned(), "act".to_owned()],
+        team: Some("cs-enterprise".to_owned()),
+        created_at,
+        expires_at: Some(created_at + MILLIS_PER_DAY),
+    };
+    (token, secret)
+}
+
+async fn a_token_is_stored_by_the_hash_of_its_secret_and_found_by_that_hash_only(
+    storage: &dyn Storage,
+) {
+    let (token, secret) = new_token("ana.lima", 1_000);
+    storage.create_token(&token).await.unwrap();
+    let found = storage
+        .token_by_hash(&sigloop::api::auth::hash_secret(&secret))
+        .await
+        .unwrap()
+        .expect("the token is found by the hash of its secret");
+    assert_eq!(
+        found,
+        TokenRow {
+            token: token.clone(),
+            revoked_at: None
+        }
+    );
+    assert_ne!(
+        found.token.secret_hash, secret,
+        "the secret is not what is stored"
+    );
+    assert!(!found.token.secret_hash.contains(&secret[4..]));
+    // The secret itself, or another secret's hash, finds nothing.
+    assert_eq!(storage.token_by_hash(&secret).await.unwrap(), None);
+    let (_, other_secret) = sigloop::api::auth::generate_token();
+    assert_eq!(
+        storage
+            .token_by_hash(&sigloop::api::auth::hash_secret(&other_secret))
+            .await
+            .unwrap(),
+        None
+    );
+    // A token without team, expiry or scopes beyond one round-trips too.
+    let (mut plain, plain_secret) = new_token("ingest-bot", 2_000);
+    plain.team = None;
+    plain.expires_at = None;
+    plain.scopes = vec!["ingest".to_owned()];
+    storage.create_token(&plain).await.unwrap();
+    let found = storage
+        .token_by_hash(&sigloop::api::auth::hash_secret(&plain_secret))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.token, plain);
+}
+
+async fn tokens_are_listed_oldest_first_with_revoked_and_expired_ones(storage: &dyn Storage) {
+    assert!(storage.tokens().await.unwrap().is_empty());
+    let (newer, _) = new_token("newer", 3_000);
+    let (older, _) = new_token("older", 1_000);
+    let (mut expired, _) = new_token("expired", 2_000);
+    expired.expires_at = Some(2_500);
+    for token in [&newer, &older, &expired] {
+        storage.create_token(token).await.unwrap();
+    }
+    storage.revoke_token(&older.id, 4_000).await.unwrap();
+    let listed: Vec<(String, Option<Millis>)> = storage
+        .tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| (row.token.name, row.revoked_at))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("older".to_owned(), Some(4_000)),
+            ("expired".to_owned(), None),
+            ("newer".to_owned(), None),
+        ]
+    );
+}
+
+async fn revoking_a_token_keeps_its_first_revocation_time_and_an_unknown_id_is_none(
+    storage: &dyn Storage,
+) {
+    let (token, secret) = new_token("ana.lima", 1_000);
+    storage.create_token(&token).await.unwrap();
+    let revoked = storage
+        .revoke_token(&token.id, 5_000)
+        .await
+        .unwrap()
+        .expect("the token exists");
+    assert_eq!(revoked.revoked_at, Some(5_000));
+    assert_eq!(revoked.token, token);
+    let again = storage
+        .revoke_token(&token.id, 9_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.revoked_at, Some(5_000), "the first revocation stays");
+    let found = storage
+        .token_by_hash(&sigloop::api::auth::hash_secret(&secret))
+        .await
+        .unwrap()
+        .expect("a revoked token is still found, to be refused as revoked");
+    assert_eq!(found.revoked_at, Some(5_000));
+    assert_eq!(
+        storage.revoke_token("tok_unknown", 5_000).await.unwrap(),
+        None
+    );
+}
+
+async fn a_second_token_with_the_same_id_or_secret_hash_is_refused(storage: &dyn Storage) {
+    let (token, _) = new_token("first", 1_000);
+    storage.create_token(&token).await.unwrap();
+    let (mut same_id, _) = new_token("same id", 2_000);
+    same_id.id = token.id.clone();
+    assert!(storage.create_token(&same_id).await.is_err());
+    let (mut same_hash, _) = new_token("same hash", 2_000);
+    same_hash.secret_hash = token.secret_hash.clone();
+    assert!(storage.create_token(&same_hash).await.is_err());
+    let names: Vec<String> = storage
+        .tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| row.token.name)
+        .collect();
+    assert_eq!(names, vec!["first".to_owned()]);
+}
+
+/// The bytes of every file of a SQLite database (the main file, its WAL and shared memory), as
+/// text: whatever a reader of the disk would find.
+fn sqlite_files_text(directory: &std::path::Path) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(directory).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        text.push_str(&String::from_utf8_lossy(&bytes));
+    }
+    text
+}
+
+/// Outside the trait, on purpose: the disk and the table hold the hash of a token's secret, never
+/// the secret.
+#[tokio::test]
+async fn sqlite_keeps_only_the_hash_of_a_token_secret_in_its_files() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("sigloop.db");
+    let storage = SqliteStorage::open(&path, Synchronous::Full).await.unwrap();
+    let (token, secret) = new_token("ana.lima", 1_000);
+    storage.create_token(&token).await.unwrap();
+    // The WAL, before any checkpoint, and the database file after one.
+    let before_checkpoint = sqlite_files_text(directory.path());
+    assert!(
+        before_checkpoint.contains(&token.secret_hash),
+        "the hash is on disk"
+    );
+    assert!(
+        !before_checkpoint.contains(&secret[4..]),
+        "the secret is not"
+    );
+    storage.close().await;
+    let mut connection = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let rows: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT id, secret_hash, name FROM api_tokens")
+            .fetch_all(&mut connection)
+            .await
+            .unwrap();
+    assert_eq!(
+        rows,
+        vec![(
+            token.id.clone(),
+            sigloop::api::auth::hash_secret(&secret),
+            "ana.lima".to_owned()
+        )]
+    );
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    connection.close().await.unwrap();
+    let after_checkpoint = sqlite_files_text(directory.path());
+    assert!(after_checkpoint.contains(&token.secret_hash));
+    assert!(!after_checkpoint.contains(&secret[4..]));
+}
+
+#[tokio::test]
+async fn postgres_keeps_only_the_hash_of_a_token_secret_in_its_table() {
+    let backend = postgres().await.expect("PostgreSQL is configured");
+    let (token, secret) = new_token("ana.lima", 1_000);
+    backend.storage.create_token(&token).await.unwrap();
+    let schema = backend
+        .schema
+        .as_ref()
+        .expect("a PostgreSQL backend has a schema");
+    let mut connection = PgConnection::connect_with(
+        &schema
+            .options
+            .clone()
+            .options([("search_path", schema.name.as_str())]),
+    )
+    .await
+    .unwrap();
+    // Every column of every row, as text.
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT api_tokens::text FROM api_tokens")
+        .fetch_all(&mut connection)
+        .await
+        .unwrap();
+    connection.close().await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(
+        rows[0]
+            .0
+            .contains(&sigloop::api::auth::hash_secret(&secret)),
+        "{rows:?}"
+    );
+    assert!(!rows[0].0.contains(&secret[4..]), "{rows:?}");
+    backend.finish().await;
 }

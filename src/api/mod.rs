@@ -1,6 +1,7 @@
 //! The HTTP API (v1, JSON). Wire types of requests live here and never travel further; handlers call
 //! the ingestor, the storage queries and the pure core.
 
+pub mod auth;
 mod error;
 pub mod views;
 
@@ -10,14 +11,16 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::watch;
+use tower_http::set_header::SetResponseHeaderLayer;
 
+pub use auth::{Caller, Scope};
 pub use error::ApiError;
 
 use crate::config::routes::SignalKind;
@@ -57,29 +60,135 @@ pub struct Inner {
     pub processor_stalled: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// Every route, behind the HTTP hardening layers. Each `/v1` route sits behind [`auth::require`]
+/// with the scope it needs; health, readiness, metrics and the OpenAPI document stay open (so do the
+/// web UI's files), for probes, scrapers and clients that have no token yet.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let server = &state.inner.config.settings.server;
+    let guard = |scope: Option<Scope>| {
+        axum::middleware::from_fn_with_state((state.clone(), scope), auth::require)
+    };
+    let ingest = Router::new()
         .route("/v1/events", post(post_events))
+        .route_layer(guard(Some(Scope::Ingest)));
+    let read = Router::new()
         .route("/v1/queues", get(get_queues))
         .route("/v1/loops", get(get_loops))
         .route("/v1/loops/{id}", get(get_loop))
-        .route("/v1/loops/{id}/actions", post(post_action))
         .route("/v1/accounts/{id}", get(get_account))
         .route("/v1/journeys", get(get_journeys))
         .route("/v1/kpis", get(get_kpis))
         .route("/v1/explain", post(post_explain))
         .route("/v1/dead-letters", get(get_dead_letters))
+        .route_layer(guard(Some(Scope::Read)));
+    let act = Router::new()
+        .route("/v1/loops/{id}/actions", post(post_action))
+        .route_layer(guard(Some(Scope::Act)));
+    let any_token = Router::new()
+        .route("/v1/whoami", get(get_whoami))
+        .route_layer(guard(None));
+    let public = Router::new()
         .route("/v1/openapi.json", get(get_openapi))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(get_metrics))
+        .route("/metrics", get(get_metrics));
+    let request_timeout = Duration::from_secs(server.request_timeout_secs);
+    let mut router = Router::new()
+        .merge(ingest)
+        .merge(read)
+        .merge(act)
+        .merge(any_token)
+        .merge(public)
+        .merge(crate::ui::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::extract::DefaultBodyLimit::disable())
+        // Handlers read bodies themselves, each up to its own limit (events: server.max_body_bytes,
+        // explain: 1 MiB, actions: 64 KiB); this bounds any body extractor added later.
+        .layer(axum::extract::DefaultBodyLimit::max(server.max_body_bytes))
+        // The whole request, body upload included, within server.request_timeout_secs (longer than
+        // the waits of ?wait=true and of actions, see Settings::validate): a slow or stalled client
+        // cannot hold a connection's handler for ever. The empty 503 becomes JSON just outside.
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            request_timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            server.request_timeout_secs,
+            json_errors,
+        ))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ))
-        .with_state(state)
+        // The UI's files may choose their own caching; everything else is never stored.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ));
+    for (name, value) in SECURITY_HEADERS {
+        router = router.layer(SetResponseHeaderLayer::overriding(
+            name,
+            HeaderValue::from_static(value),
+        ));
+    }
+    router.with_state(state)
+}
+
+/// Headers on every response, API and UI alike: no MIME sniffing, no framing (clickjacking), no
+/// referrer to other sites, and a content security policy for a same-origin UI that loads nothing
+/// from elsewhere. (`Cache-Control: no-store` is added where a route set no caching of its own.)
+const SECURITY_HEADERS: [(header::HeaderName, &str); 4] = [
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::REFERRER_POLICY, "no-referrer"),
+    (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+];
+
+/// Scripts, styles, images, fonts and fetches from sigloop's own origin only (images also as
+/// `data:` URIs); no plugins, no `<base>`, forms only to sigloop, and no framing by any page.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; \
+     object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// The web UI's paths (`/` and `/ui/...`): their responses are not the API's, so their errors keep
+/// whatever form the UI gives them.
+fn is_ui_path(path: &str) -> bool {
+    path == "/" || path == "/ui" || path.starts_with("/ui/")
+}
+
+/// Every error the API answers is `{"error": {"code", "message"}}`: an error response that is not
+/// JSON (the timeout's empty 503, a plain-text rejection of axum's extractors) is replaced by the
+/// JSON error of its status, which names nothing inside sigloop.
+async fn json_errors(
+    State(request_timeout_secs): State<u64>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let ui = is_ui_path(request.uri().path());
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let status = response.status();
+    if ui || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        tracing::warn!(%method, %path, timeout_secs = request_timeout_secs, "A request was not answered in time; it got 503.");
+    }
+    let mut replaced = error::error_for_status(status, request_timeout_secs);
+    // Keep what the response said about the connection or a challenge; drop the rest with the body.
+    for name in [header::WWW_AUTHENTICATE, header::ALLOW, header::CONNECTION] {
+        if let Some(value) = response.headers().get(&name) {
+            replaced.headers_mut().insert(name, value.clone());
+        }
+    }
+    replaced
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
@@ -298,7 +407,10 @@ async fn wait_for_offset(state: &AppState, target: i64, timeout: Duration) -> bo
     matches!(tokio::time::timeout(timeout, reached).await, Ok(true))
 }
 
-async fn get_queues(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn get_queues(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
     let summaries = state.inner.storage.queues().await?;
     let routes = &state.inner.config.routes;
     let mut names: Vec<String> = routes
@@ -311,6 +423,8 @@ async fn get_queues(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
             names.push(summary.name.clone());
         }
     }
+    // A team's token sees its team's queues only.
+    names.retain(|name| caller.sees_queue(routes, name));
     let now = now_millis();
     let queues: Vec<Value> = names
         .iter()
@@ -352,8 +466,20 @@ struct LoopsQuery {
 
 async fn get_loops(
     State(state): State<AppState>,
+    caller: Caller,
     ApiQuery(query): ApiQuery<LoopsQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    let routes = &state.inner.config.routes;
+    if let (Some(team), Some(queue)) = (caller.team(), query.queue.as_deref()) {
+        // Another team's queue is refused outright rather than answered with an empty page, which
+        // would look like a quiet queue. Queue names are configuration, not data: saying whose a
+        // queue is leaks nothing.
+        if let Some(owner) = routes.queue_team(queue).filter(|owner| *owner != team) {
+            return Err(ApiError::forbidden(format!(
+                "queue `{queue}` belongs to team `{owner}`; this token sees team `{team}` only"
+            )));
+        }
+    }
     if let Some(value) = &query.state {
         if LoopState::parse(value).is_none() {
             return Err(ApiError::bad_request(
@@ -394,6 +520,7 @@ async fn get_loops(
             tag: query.tag,
             limit,
             before,
+            queues: caller.visible_queues(routes),
         })
         .await?;
     Ok(Json(json!({
@@ -402,26 +529,43 @@ async fn get_loops(
     })))
 }
 
-async fn loop_with_links(state: &AppState, id: &str) -> Result<Value, ApiError> {
+/// The answer for a loop the caller may not see: the very same as for an id that does not exist, so
+/// that a guessed id (ids are derived from loop keys) tells nothing.
+fn no_such_loop(id: &str) -> ApiError {
+    ApiError::NotFound(format!("no loop with id {id}"))
+}
+
+async fn loop_with_links(state: &AppState, id: &str, caller: &Caller) -> Result<Value, ApiError> {
+    let routes = &state.inner.config.routes;
     let detail = state
         .inner
         .storage
         .loop_detail(id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no loop with id {id}")))?;
+        .filter(|detail| caller.sees_queue(routes, &detail.record.queue))
+        .ok_or_else(|| no_such_loop(id))?;
     let mut view = views::loop_detail_view(&detail);
     let mut links: Vec<Value> = Vec::new();
     if let Some(predecessor) = &detail.record.predecessor {
         if let Some(record) = state.inner.storage.loop_record(predecessor).await? {
-            links.push(json!({"relation": "predecessor", "id": record.id, "state": record.state, "key": record.key, "generation": record.generation}));
+            if caller.sees_queue(routes, &record.queue) {
+                links.push(json!({"relation": "predecessor", "id": record.id, "state": record.state, "key": record.key, "generation": record.generation}));
+            }
         }
     }
     let successor_id = crate::loops::loop_id(&detail.record.key, detail.record.generation + 1);
     if let Some(record) = state.inner.storage.loop_record(&successor_id).await? {
-        links.push(json!({"relation": "successor", "id": record.id, "state": record.state, "key": record.key, "generation": record.generation}));
+        if caller.sees_queue(routes, &record.queue) {
+            links.push(json!({"relation": "successor", "id": record.id, "state": record.state, "key": record.key, "generation": record.generation}));
+        }
     }
     if let Value::Array(journey_links) = view["links"].take() {
-        links.extend(journey_links);
+        // A journey loop's linked account loops sit on many teams' queues: a team sees its own.
+        links.extend(journey_links.into_iter().filter(|link| {
+            link["queue"]
+                .as_str()
+                .is_none_or(|queue| caller.sees_queue(routes, queue))
+        }));
     }
     view["links"] = Value::Array(links);
     Ok(view)
@@ -429,9 +573,10 @@ async fn loop_with_links(state: &AppState, id: &str) -> Result<Value, ApiError> 
 
 async fn get_loop(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(loop_with_links(&state, &id).await?))
+    Ok(Json(loop_with_links(&state, &id, &caller).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -492,25 +637,35 @@ fn parse_action(body: &ActionBody) -> Result<Action, ApiError> {
 
 async fn post_action(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
     let body = read_body(request.into_body(), 64 * 1024).await?;
     let body: ActionBody = serde_json::from_slice(&body).map_err(|error| {
+        // serde names the wire type it expected ("struct ActionBody"): say "object" instead.
+        let message = error
+            .to_string()
+            .replace("struct ActionBody", "a JSON object");
         ApiError::bad_request(
             "invalid_json",
-            format!("the action body is not valid: {error}"),
+            format!("the action body is not valid: {message}"),
         )
     })?;
     let action = parse_action(&body)?;
-    let actor = body
-        .actor
-        .as_deref()
-        .map(str::trim)
-        .filter(|actor| !actor.is_empty())
-        .ok_or_else(|| {
-            ApiError::bad_request("missing_field", "actor is required: who is acting")
-        })?;
+    // With tokens the actor is the token's name, whatever the body says: history shows who really
+    // acted. Open, the body names the actor, as it always did.
+    let actor = match caller.actor() {
+        Some(name) => name,
+        None => body
+            .actor
+            .as_deref()
+            .map(str::trim)
+            .filter(|actor| !actor.is_empty())
+            .ok_or_else(|| {
+                ApiError::bad_request("missing_field", "actor is required: who is acting")
+            })?,
+    };
     if actor.len() > crate::domain::MAX_ID_BYTES {
         return Err(ApiError::bad_request(
             "too_large",
@@ -527,13 +682,15 @@ async fn post_action(
             "note must be at most 64 KiB",
         ));
     }
-    // Refuse what is illegal now without logging it; the processor checks again in log order.
+    // Refuse what is illegal now without logging it; the processor checks again in log order. A
+    // loop on another team's queue is refused exactly as an unknown id is.
     let record = state
         .inner
         .storage
         .loop_record(&id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no loop with id {id}")))?;
+        .filter(|record| caller.sees_queue(&state.inner.config.routes, &record.queue))
+        .ok_or_else(|| no_such_loop(&id))?;
     if let Err(error) = transition(record.state, &action) {
         return Err(ApiError::Conflict(error.to_string()));
     }
@@ -578,7 +735,7 @@ async fn post_action(
             )
                 .into_response());
         }
-        return Ok(Json(loop_with_links(&state, &id).await?).into_response());
+        return Ok(Json(loop_with_links(&state, &id, &caller).await?).into_response());
     }
     let seq = state
         .inner
@@ -603,10 +760,10 @@ async fn post_action(
         Some(ActionOutcome::NotFound) => match superseded(&state, &record).await? {
             // A newer generation opened between the check above and the processor's turn.
             Some(conflict) => Err(conflict),
-            None => Err(ApiError::NotFound(format!("no loop with id {id}"))),
+            None => Err(no_such_loop(&id)),
         },
         Some(ActionOutcome::Applied { .. }) | None => {
-            Ok(Json(loop_with_links(&state, &id).await?).into_response())
+            Ok(Json(loop_with_links(&state, &id, &caller).await?).into_response())
         }
     }
 }
@@ -624,15 +781,37 @@ async fn superseded(
     }))
 }
 
+/// Signals of an account shown on its page.
+const ACCOUNT_SIGNALS: u32 = 50;
+
+/// How many of an account's newest signals a team's view is drawn from (its journey summary
+/// counts these; an account rarely has more).
+const TEAM_ACCOUNT_SIGNAL_SCAN: u32 = 10_000;
+
 async fn get_account(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let view = state.inner.storage.account_view(&id, 50).await?;
-    if view.account.is_none() && view.open_loops.is_empty() && view.recent_signals.is_empty() {
-        return Err(ApiError::NotFound(format!(
+    let unknown = || {
+        ApiError::NotFound(format!(
             "no account {id} in the directory and no signals for it"
-        )));
+        ))
+    };
+    let view = match caller.team() {
+        None => {
+            state
+                .inner
+                .storage
+                .account_view(&id, ACCOUNT_SIGNALS)
+                .await?
+        }
+        Some(_) => team_account_view(&state, &caller, &id)
+            .await?
+            .ok_or_else(unknown)?,
+    };
+    if view.account.is_none() && view.open_loops.is_empty() && view.recent_signals.is_empty() {
+        return Err(unknown());
     }
     Ok(Json(json!({
         "account_id": id,
@@ -641,6 +820,79 @@ async fn get_account(
         "recent_signals": view.recent_signals.iter().map(views::signal_view).collect::<Vec<_>>(),
         "journey": view.journey.iter().map(views::stage_signals_view).collect::<Vec<_>>(),
     })))
+}
+
+/// An account as a team's token sees it: only when the account has a loop (of any state) on the
+/// team's queues (else `None`, answered as an unknown account); its open loops on those queues, the
+/// signals that went to those loops, and the journey summary of those signals.
+async fn team_account_view(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Option<crate::storage::AccountView>, ApiError> {
+    let routes = &state.inner.config.routes;
+    let mut team_loops = std::collections::HashSet::new();
+    let mut before = None;
+    loop {
+        let page = state
+            .inner
+            .storage
+            .list_loops(&LoopFilter {
+                account_id: Some(id.to_owned()),
+                queues: caller.visible_queues(routes),
+                limit: 500,
+                before,
+                ..LoopFilter::default()
+            })
+            .await?;
+        team_loops.extend(page.loops.into_iter().map(|record| record.id));
+        match page.next {
+            Some(next) => before = Some(next),
+            None => break,
+        }
+    }
+    if team_loops.is_empty() {
+        return Ok(None);
+    }
+    let mut view = state
+        .inner
+        .storage
+        .account_view(id, TEAM_ACCOUNT_SIGNAL_SCAN)
+        .await?;
+    view.open_loops
+        .retain(|record| caller.sees_queue(routes, &record.queue));
+    view.recent_signals
+        .retain(|signal| team_loops.contains(&signal.loop_id));
+    view.journey = stage_signals(&view.recent_signals);
+    view.recent_signals.truncate(ACCOUNT_SIGNALS as usize);
+    Ok(Some(view))
+}
+
+/// Signals by journey stage, as storage's account view counts them: per stage the signals, per tag
+/// within it, the first and last signal time; stages in order of their first signal.
+fn stage_signals(
+    signals: &[crate::pipeline::core::SignalRow],
+) -> Vec<crate::storage::StageSignals> {
+    let mut stages: BTreeMap<&str, crate::storage::StageSignals> = BTreeMap::new();
+    for signal in signals {
+        let entry =
+            stages
+                .entry(signal.stage.as_str())
+                .or_insert_with(|| crate::storage::StageSignals {
+                    stage: signal.stage.clone(),
+                    signals: 0,
+                    tags: BTreeMap::new(),
+                    first_signal_at: signal.time,
+                    last_signal_at: signal.time,
+                });
+        entry.signals += 1;
+        *entry.tags.entry(signal.tag.clone()).or_default() += 1;
+        entry.first_signal_at = entry.first_signal_at.min(signal.time);
+        entry.last_signal_at = entry.last_signal_at.max(signal.time);
+    }
+    let mut journey: Vec<_> = stages.into_values().collect();
+    journey.sort_by(|a, b| (a.first_signal_at, &a.stage).cmp(&(b.first_signal_at, &b.stage)));
+    journey
 }
 
 #[derive(Debug, Deserialize)]
@@ -772,8 +1024,31 @@ struct KpisQuery {
 /// and its queues. A team's figures are always over all of its queues.
 async fn get_kpis(
     State(state): State<AppState>,
+    caller: Caller,
     ApiQuery(query): ApiQuery<KpisQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    // A team's token gets its team's queues and its team's figures; naming another team or another
+    // team's queue is refused (as for GET /v1/loops?queue=).
+    if let Some(team) = caller.team() {
+        if let Some(other) = query.team.as_deref().filter(|other| *other != team) {
+            return Err(ApiError::forbidden(format!(
+                "this token sees team `{team}` only, not `{other}`"
+            )));
+        }
+        if let Some(queue) = query.queue.as_deref() {
+            if let Some(owner) = state
+                .inner
+                .config
+                .routes
+                .queue_team(queue)
+                .filter(|owner| *owner != team)
+            {
+                return Err(ApiError::forbidden(format!(
+                    "queue `{queue}` belongs to team `{owner}`; this token sees team `{team}` only"
+                )));
+            }
+        }
+    }
     let from = query
         .from
         .as_deref()
@@ -830,7 +1105,7 @@ async fn get_kpis(
             .teams
             .retain(|candidate| owner.as_deref() == Some(candidate.team.as_str()));
     }
-    if let Some(team) = query.team.as_deref() {
+    if let Some(team) = query.team.as_deref().or(caller.team()) {
         report
             .queues
             .retain(|candidate| candidate.team.as_deref() == Some(team));
@@ -841,6 +1116,7 @@ async fn get_kpis(
 
 async fn post_explain(
     State(state): State<AppState>,
+    caller: Caller,
     request: Request,
 ) -> Result<Json<Value>, ApiError> {
     let body = read_body(request.into_body(), 1024 * 1024).await?;
@@ -860,9 +1136,23 @@ async fn post_explain(
     })
     .await
     .map_err(|_| ApiError::Unavailable("the explanation could not be computed".to_owned()))?;
-    Ok(Json(
-        serde_json::to_value(&explanation).expect("explanations serialize"),
-    ))
+    let mut answer = serde_json::to_value(&explanation).expect("explanations serialize");
+    // A team's token sees the signals that would land on its team's queues: whether another
+    // team's loop would be opened or joined is that team's business.
+    if caller.team().is_some() {
+        if let Some(Value::Array(signals)) = answer.get_mut("signals") {
+            let routes = &state.inner.config.routes;
+            let before = signals.len();
+            signals.retain(|signal| {
+                signal["queue"]
+                    .as_str()
+                    .is_some_and(|queue| caller.sees_queue(routes, queue))
+            });
+            let hidden = before - signals.len();
+            answer["hidden_signals"] = json!(hidden);
+        }
+    }
+    Ok(Json(answer))
 }
 
 #[derive(Debug, Deserialize)]
@@ -873,8 +1163,16 @@ struct DeadLettersQuery {
 
 async fn get_dead_letters(
     State(state): State<AppState>,
+    caller: Caller,
     ApiQuery(query): ApiQuery<DeadLettersQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    // A rejected event never reached a queue, so it belongs to no team, and its raw payload may be
+    // any account's: only tokens without a team read dead letters.
+    if let Some(team) = caller.team() {
+        return Err(ApiError::forbidden(format!(
+            "dead letters belong to no team; this token is restricted to team `{team}`"
+        )));
+    }
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request(
@@ -896,6 +1194,24 @@ async fn get_dead_letters(
         "dead_letters": rows.iter().map(views::dead_letter_view).collect::<Vec<_>>(),
         "next_cursor": next,
     })))
+}
+
+/// Who the request's token is (for the web UI's sign-in): in open mode, only that the API is open.
+async fn get_whoami(State(state): State<AppState>, caller: Caller) -> Json<Value> {
+    let auth = state.inner.config.settings.server.auth.as_str();
+    match caller {
+        Caller::Open => Json(json!({"auth": auth, "token": null})),
+        Caller::Token(grant) => Json(json!({
+            "auth": auth,
+            "token": {
+                "id": grant.id,
+                "name": grant.name,
+                "scopes": grant.scopes.iter().map(|scope| scope.as_str()).collect::<Vec<_>>(),
+                "team": grant.team,
+                "expires_at": grant.expires_at.map(crate::domain::format_millis),
+            },
+        })),
+    }
 }
 
 async fn get_openapi() -> impl IntoResponse {

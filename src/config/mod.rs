@@ -334,6 +334,55 @@ mod tests {
     }
 
     #[test]
+    fn auth_defaults_to_open_on_loopback_and_the_environment_switches_it_to_tokens() {
+        let config = Config::embedded();
+        assert_eq!(config.settings.server.auth, settings::AuthMode::Open);
+        assert!(!config.settings.server.allow_open);
+        assert!(
+            config.settings.server.request_timeout_secs > config.settings.server.wait_timeout_secs
+        );
+        assert_eq!(config.settings.server.open_listen_problem(), None);
+        let env = vec![("SIGLOOP__SERVER__AUTH".to_owned(), "tokens".to_owned())];
+        let config = Config::parse(&ConfigSources::embedded(), env.into_iter()).unwrap();
+        assert_eq!(config.settings.server.auth, settings::AuthMode::Tokens);
+        let env = vec![("SIGLOOP__SERVER__AUTH".to_owned(), "anyone".to_owned())];
+        let error = Config::parse(&ConfigSources::embedded(), env.into_iter()).unwrap_err();
+        assert!(error.to_string().contains("anyone"), "{error}");
+    }
+
+    #[test]
+    fn open_auth_is_refused_off_loopback_unless_allowed_and_tokens_are_never_refused() {
+        let mut server = Config::embedded().settings.server;
+        for listen in [
+            "127.0.0.1:8080",
+            "127.8.9.1:1",
+            "[::1]:8080",
+            "localhost:8080",
+            "[::ffff:127.0.0.1]:80",
+        ] {
+            server.listen = listen.to_owned();
+            assert_eq!(server.open_listen_problem(), None, "{listen}");
+        }
+        for listen in [
+            "0.0.0.0:8080",
+            "[::]:8080",
+            "10.1.2.3:8080",
+            "sigloop.internal:8080",
+        ] {
+            server.listen = listen.to_owned();
+            let problem = server
+                .open_listen_problem()
+                .unwrap_or_else(|| panic!("{listen}"));
+            assert!(problem.contains("server.auth") && problem.contains("server.allow_open"));
+        }
+        server.allow_open = true;
+        assert_eq!(server.open_listen_problem(), None);
+        server.allow_open = false;
+        server.auth = settings::AuthMode::Tokens;
+        assert_eq!(server.open_listen_problem(), None);
+    }
+
+    #[test]
     fn the_config_version_changes_with_the_routes() {
         let base = Config::parse(&ConfigSources::embedded(), std::iter::empty()).unwrap();
         let mut sources = ConfigSources::embedded();

@@ -156,6 +156,77 @@ pub struct ServerSettings {
     pub max_events_per_request: usize,
     /// Default and largest `timeout` of `POST /v1/events?wait=true`, in seconds.
     pub wait_timeout_secs: u64,
+    /// Who may call `/v1`: everyone (`open`), or requests with a valid API token (`tokens`).
+    #[serde(default)]
+    pub auth: AuthMode,
+    /// `open` on an address other than loopback is refused at start-up unless this is true.
+    #[serde(default)]
+    pub allow_open: bool,
+    /// Every request is answered within this many seconds (503 `timeout` otherwise); longer than
+    /// `wait_timeout_secs`, which waiting requests may use up.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
+}
+
+fn default_request_timeout() -> u64 {
+    60
+}
+
+/// `[server] auth`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// No authentication: every caller may do everything (the embedded default on 127.0.0.1).
+    #[default]
+    Open,
+    /// Every `/v1` request but the OpenAPI document needs `Authorization: Bearer <token>`, a token
+    /// made with `sigloop token create`, whose scopes and team decide what it may do.
+    Tokens,
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Open => "open",
+            AuthMode::Tokens => "tokens",
+        }
+    }
+}
+
+impl ServerSettings {
+    /// Why the server must not start as configured: `auth = "open"` on an address that other
+    /// machines can reach, without `allow_open = true`. `listen` is taken as given (the command
+    /// line's `--listen` may have replaced the file's value after validation).
+    pub fn open_listen_problem(&self) -> Option<String> {
+        if self.auth != AuthMode::Open || self.allow_open || is_loopback(&self.listen) {
+            return None;
+        }
+        Some(format!(
+            "refusing to listen on {} with server.auth = \"open\": anyone who can reach that \
+             address could read and act on every loop. Set server.auth = \"tokens\" \
+             (SIGLOOP__SERVER__AUTH=tokens) and create tokens with `sigloop token create`, or set \
+             server.allow_open = true (SIGLOOP__SERVER__ALLOW_OPEN=true) to run open on purpose, \
+             e.g. behind a gateway that authenticates",
+            self.listen
+        ))
+    }
+}
+
+/// True for an address only this machine can reach: 127.0.0.0/8, ::1 (also IPv4-mapped) and
+/// `localhost`. Anything else, host names included, counts as reachable from elsewhere.
+pub fn is_loopback(listen: &str) -> bool {
+    if let Ok(address) = listen.parse::<std::net::SocketAddr>() {
+        return address.ip().to_canonical().is_loopback();
+    }
+    let host = listen
+        .rsplit_once(':')
+        .map_or(listen, |(host, _port)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return ip.to_canonical().is_loopback();
+    }
+    host.eq_ignore_ascii_case("localhost")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -255,6 +326,13 @@ impl Settings {
         }
         if self.server.max_body_bytes < 1024 {
             problems.push("sigloop: server.max_body_bytes must be at least 1024".to_owned());
+        }
+        if self.server.request_timeout_secs <= self.server.wait_timeout_secs {
+            problems.push(format!(
+                "sigloop: server.request_timeout_secs ({}) must be larger than server.wait_timeout_secs \
+                 ({}): POST /v1/events?wait=true and loop actions may wait that long before answering",
+                self.server.request_timeout_secs, self.server.wait_timeout_secs
+            ));
         }
         if self.processor.batch_size == 0 {
             problems.push("sigloop: processor.batch_size must be at least 1".to_owned());

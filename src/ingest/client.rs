@@ -25,15 +25,25 @@ struct EventsResponse {
 
 /// Sends `reader`'s lines to `base_url` in NDJSON requests of `batch_size` events. With `wait`, each
 /// request answers only once its events are processed. Rejections are printed to stderr with their
-/// line numbers.
+/// line numbers. `token` is sent as `Authorization: Bearer` (a server with `auth = "tokens"` needs
+/// one with the `ingest` scope).
 pub async fn send_ndjson(
     reader: impl BufRead,
     base_url: &str,
     batch_size: usize,
     wait: bool,
+    token: Option<&str>,
 ) -> anyhow::Result<IngestTotals> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+            .context("The token is not something an HTTP header can carry")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
+        .default_headers(headers)
         .build()
         .context("Failed to build the HTTP client")?;
     let url = format!(

@@ -108,6 +108,8 @@ pub struct LoopFilter {
     pub limit: u32,
     /// Only loops with a row number below this (pages go from newest to oldest).
     pub before: Option<i64>,
+    /// Only loops on one of these queues (a team's); `None`: any queue, `Some` of none: no loop.
+    pub queues: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -228,6 +230,30 @@ pub struct AccountView {
     pub recent_signals: Vec<SignalRow>,
     /// The account's journey: its signals by stage, in stage order of first signal.
     pub journey: Vec<StageSignals>,
+}
+
+/// An API token to store. Only the hash of its secret comes here: the secret itself never reaches
+/// storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewToken {
+    pub id: String,
+    /// Hex SHA-256 of the secret; requests are matched by looking it up.
+    pub secret_hash: String,
+    /// The actor recorded for the token's actions.
+    pub name: String,
+    /// Scope names (`ingest`, `read`, `act`, `admin`); storage keeps them as given, in order.
+    pub scopes: Vec<String>,
+    /// The one team whose queues and loops the token sees; `None`: every team.
+    pub team: Option<String>,
+    pub created_at: Millis,
+    pub expires_at: Option<Millis>,
+}
+
+/// A stored API token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    pub token: NewToken,
+    pub revoked_at: Option<Millis>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -412,6 +438,20 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Cheap round trip for readiness.
     async fn ping(&self) -> Result<(), StorageError>;
+
+    /// Stores a new API token (its id and secret hash are new: a repeat of either is an error).
+    async fn create_token(&self, token: &NewToken) -> Result<(), StorageError>;
+
+    /// The token whose secret hashes to `secret_hash`, whether or not it is expired or revoked
+    /// (the caller judges that at its own time).
+    async fn token_by_hash(&self, secret_hash: &str) -> Result<Option<TokenRow>, StorageError>;
+
+    /// Every token, revoked and expired ones included, oldest first (then by id).
+    async fn tokens(&self) -> Result<Vec<TokenRow>, StorageError>;
+
+    /// Marks token `id` revoked at `at` and returns it; a token already revoked keeps its first
+    /// revocation time. `None` when there is no such token.
+    async fn revoke_token(&self, id: &str, at: Millis) -> Result<Option<TokenRow>, StorageError>;
 }
 
 /// Cuts `text` to at most `max` bytes on a char boundary.

@@ -27,12 +27,12 @@ use sqlx::{ConnectOptions, Postgres, QueryBuilder, Row, Transaction};
 
 use super::shared::{
     bucket_from_row, corrupt, fenced_lease, fenced_offset, figure_values, group_key, linked,
-    GroupKey,
+    scopes_text, token_from_row, GroupKey, TOKEN_COLUMNS,
 };
 use super::{
     AccountView, AppendEntry, AppendOutcome, DeadLetterRow, JourneyDimension, JourneyGroup,
-    JourneyQuery, LinkedLoop, LoopDetail, LoopFilter, LoopPage, NewDeadLetter, OutboxRow,
-    PurgeCounts, QueueSummary, StageSignals, Storage, StorageError, StoredOffset,
+    JourneyQuery, LinkedLoop, LoopDetail, LoopFilter, LoopPage, NewDeadLetter, NewToken, OutboxRow,
+    PurgeCounts, QueueSummary, StageSignals, Storage, StorageError, StoredOffset, TokenRow,
     MAX_DEAD_LETTER_PAYLOAD,
 };
 use crate::config::routes::SignalKind;
@@ -1570,6 +1570,12 @@ impl Storage for PostgresStorage {
         if let Some(queue) = &filter.queue {
             builder.push(" AND queue = ").push_bind(queue);
         }
+        if let Some(queues) = &filter.queues {
+            builder
+                .push(" AND queue = ANY(")
+                .push_bind(queues)
+                .push(")");
+        }
         if let Some(state) = &filter.state {
             builder.push(" AND state = ").push_bind(state);
         }
@@ -1949,6 +1955,61 @@ impl Storage for PostgresStorage {
     async fn ping(&self) -> Result<(), StorageError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn create_token(&self, token: &NewToken) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO api_tokens (id, secret_hash, name, scopes, team, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&token.id)
+        .bind(&token.secret_hash)
+        .bind(&token.name)
+        .bind(scopes_text(&token.scopes))
+        .bind(&token.team)
+        .bind(token.created_at)
+        .bind(token.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn token_by_hash(&self, secret_hash: &str) -> Result<Option<TokenRow>, StorageError> {
+        sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE secret_hash = $1"
+        ))
+        .bind(secret_hash)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(token_from_row)
+        .transpose()
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRow>, StorageError> {
+        sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(token_from_row)
+        .collect()
+    }
+
+    async fn revoke_token(&self, id: &str, at: Millis) -> Result<Option<TokenRow>, StorageError> {
+        // One statement: the first revocation time stays, and the row comes back as stored.
+        sqlx::query(&format!(
+            "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 \
+             RETURNING {TOKEN_COLUMNS}"
+        ))
+        .bind(at)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(token_from_row)
+        .transpose()
     }
 }
 

@@ -3,7 +3,7 @@
 
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
-use super::{JourneyDimension, JourneyQuery, LinkedLoop, StorageError};
+use super::{JourneyDimension, JourneyQuery, LinkedLoop, NewToken, StorageError, TokenRow};
 use crate::domain::Millis;
 use crate::journey::{BucketKey, Figures};
 use crate::loops::LoopRecord;
@@ -104,4 +104,40 @@ pub(super) fn linked(record: &LoopRecord, at: Millis) -> LinkedLoop {
         owner: record.owner.clone(),
         linked_at: at,
     }
+}
+
+/// The columns of `api_tokens`, in the order both backends select them.
+pub(super) const TOKEN_COLUMNS: &str =
+    "id, secret_hash, name, scopes, team, created_at, expires_at, revoked_at";
+
+/// A token's scopes as stored: comma-separated, in the order given.
+pub(super) fn scopes_text(scopes: &[String]) -> String {
+    scopes.join(",")
+}
+
+/// Reads a row of `api_tokens` (selected as [`TOKEN_COLUMNS`]) from either backend.
+pub(super) fn token_from_row<R>(row: &R) -> Result<TokenRow, StorageError>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let scopes: String = row.try_get("scopes")?;
+    Ok(TokenRow {
+        token: NewToken {
+            id: row.try_get("id")?,
+            secret_hash: row.try_get("secret_hash")?,
+            name: row.try_get("name")?,
+            scopes: scopes
+                .split(',')
+                .filter(|scope| !scope.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            team: row.try_get("team")?,
+            created_at: row.try_get("created_at")?,
+            expires_at: row.try_get("expires_at")?,
+        },
+        revoked_at: row.try_get("revoked_at")?,
+    })
 }

@@ -18,12 +18,12 @@ use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite};
 
 use super::shared::{
     bucket_from_row, corrupt, fenced_lease, fenced_offset, figure_values, group_key, linked,
-    GroupKey,
+    scopes_text, token_from_row, GroupKey, TOKEN_COLUMNS,
 };
 use super::{
     AccountView, AppendEntry, AppendOutcome, DeadLetterRow, JourneyDimension, JourneyGroup,
-    JourneyQuery, LinkedLoop, LoopDetail, LoopFilter, LoopPage, NewDeadLetter, OutboxRow,
-    PurgeCounts, QueueSummary, StageSignals, Storage, StorageError, StoredOffset,
+    JourneyQuery, LinkedLoop, LoopDetail, LoopFilter, LoopPage, NewDeadLetter, NewToken, OutboxRow,
+    PurgeCounts, QueueSummary, StageSignals, Storage, StorageError, StoredOffset, TokenRow,
     MAX_DEAD_LETTER_PAYLOAD,
 };
 use crate::config::routes::SignalKind;
@@ -973,6 +973,18 @@ impl Storage for SqliteStorage {
         if let Some(queue) = &filter.queue {
             builder.push(" AND queue = ").push_bind(queue);
         }
+        if let Some(queues) = &filter.queues {
+            if queues.is_empty() {
+                builder.push(" AND 0 = 1");
+            } else {
+                builder.push(" AND queue IN (");
+                let mut separated = builder.separated(", ");
+                for queue in queues {
+                    separated.push_bind(queue);
+                }
+                builder.push(")");
+            }
+        }
         if let Some(state) = &filter.state {
             builder.push(" AND state = ").push_bind(state);
         }
@@ -1492,6 +1504,61 @@ impl Storage for SqliteStorage {
     async fn ping(&self) -> Result<(), StorageError> {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
+    }
+
+    async fn create_token(&self, token: &NewToken) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO api_tokens (id, secret_hash, name, scopes, team, created_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&token.id)
+        .bind(&token.secret_hash)
+        .bind(&token.name)
+        .bind(scopes_text(&token.scopes))
+        .bind(&token.team)
+        .bind(token.created_at)
+        .bind(token.expires_at)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn token_by_hash(&self, secret_hash: &str) -> Result<Option<TokenRow>, StorageError> {
+        sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE secret_hash = ?"
+        ))
+        .bind(secret_hash)
+        .fetch_optional(&self.reader)
+        .await?
+        .as_ref()
+        .map(token_from_row)
+        .transpose()
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRow>, StorageError> {
+        sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(token_from_row)
+        .collect()
+    }
+
+    async fn revoke_token(&self, id: &str, at: Millis) -> Result<Option<TokenRow>, StorageError> {
+        // One statement: the first revocation time stays, and the row comes back as stored.
+        sqlx::query(&format!(
+            "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? \
+             RETURNING {TOKEN_COLUMNS}"
+        ))
+        .bind(at)
+        .bind(id)
+        .fetch_optional(&self.writer)
+        .await?
+        .as_ref()
+        .map(token_from_row)
+        .transpose()
     }
 }
 

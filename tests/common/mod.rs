@@ -1,5 +1,6 @@
 //! Test helpers: the real application on port 0 with a fresh SQLite database per test, spoken to over
-//! HTTP; and the real binary as a child process for restarts and crashes.
+//! HTTP; the real binary as a child process for restarts and crashes; and, for the distributed mode,
+//! a fresh PostgreSQL schema and a Kafka-protocol broker per test ([`TestKafka`]).
 
 #![allow(dead_code)]
 
@@ -57,18 +58,18 @@ impl TestApp {
         TestApp::spawn_with(&[]).await
     }
 
-    /// The application in the distributed mode: the given broker and a fresh PostgreSQL schema.
-    pub async fn spawn_distributed(brokers: &str, postgres_url: &str) -> TestApp {
-        TestApp::spawn_distributed_with(brokers, postgres_url, &[]).await
+    /// The application in the distributed mode: the test's broker and a PostgreSQL database.
+    pub async fn spawn_distributed(kafka: &TestKafka, postgres_url: &str) -> TestApp {
+        TestApp::spawn_distributed_with(kafka, postgres_url, &[]).await
     }
 
     /// [`TestApp::spawn_distributed`] with more overrides.
     pub async fn spawn_distributed_with(
-        brokers: &str,
+        kafka: &TestKafka,
         postgres_url: &str,
         extra: &[(&str, &str)],
     ) -> TestApp {
-        let mut overrides = distributed(brokers, postgres_url);
+        let mut overrides = distributed(&kafka.settings(), postgres_url);
         overrides.extend(
             extra
                 .iter()
@@ -474,38 +475,258 @@ pub async fn fresh_postgres_url() -> String {
     format!("{base}{separator}options[search_path]={schema}")
 }
 
-/// An in-process Kafka-protocol broker (librdkafka's mock cluster) with sigloop's topics created,
-/// `partitions` each.
-pub fn mock_kafka(
-    partitions: i32,
-) -> rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
-    let cluster = rdkafka::mocking::MockCluster::new(1).expect("the mock cluster starts");
-    for topic in [
-        "sigloop.tickets",
-        "sigloop.usage",
-        "sigloop.surveys",
-        "sigloop.accounts",
-        "sigloop.actions",
-        "sigloop.loops",
-        "sigloop.dead-letters",
-    ] {
-        cluster
-            .create_topic(topic, partitions, 1)
-            .expect("the topic is created");
-    }
-    cluster
+/// sigloop's topics: the key naming each in `[kafka.topics]` (and in [`TestKafka::topic`]), and its
+/// default name.
+pub const SIGLOOP_TOPICS: [(&str, &str); 7] = [
+    ("tickets", "sigloop.tickets"),
+    ("usage", "sigloop.usage"),
+    ("surveys", "sigloop.surveys"),
+    ("accounts", "sigloop.accounts"),
+    ("actions", "sigloop.actions"),
+    ("loops", "sigloop.loops"),
+    ("dead_letters", "sigloop.dead-letters"),
+];
+
+/// How long a fetch may wait on the broker for data, in milliseconds. librdkafka's default is 500,
+/// and some brokers (Nisshi) wait that long on every fetch even when data arrives meanwhile, which
+/// makes every hop of a test half a second slower. The tests' own readers get it, and so does
+/// sigloop's consumer through `[kafka.consumer]` (it chooses 50 itself today; the tests should not
+/// slow down tenfold if that choice changes).
+const FETCH_WAIT_MAX_MS: &str = "50";
+
+enum Broker {
+    /// librdkafka's mock cluster, in this process, over TCP; dropped with the test.
+    Mock(rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>),
+    /// A broker process given by `SIGLOOP_TEST_KAFKA_BROKERS`, shared with every other test.
+    External,
 }
 
-/// Overrides that put the application in the distributed mode on `brokers` and `postgres_url`.
-pub fn distributed(brokers: &str, postgres_url: &str) -> Vec<(String, String)> {
-    vec![
-        ("SIGLOOP__KAFKA__ENABLED".to_owned(), "true".to_owned()),
-        ("SIGLOOP__KAFKA__BROKERS".to_owned(), brokers.to_owned()),
+/// The Kafka-protocol broker of one test, with its topics created.
+///
+/// By default it is librdkafka's mock cluster, started for this test alone, so topics and groups
+/// keep sigloop's default names. With `SIGLOOP_TEST_KAFKA_BROKERS=host:port` it is that broker (CI
+/// runs the Kafka tests a second time against a Nisshi process, see `.ci/kafka-broker`): every test
+/// shares it, so each test's topics and consumer groups carry a random prefix of its own
+/// (`t3f9a1c07.sigloop.surveys`), and the topics are created through `.ci/kafka-broker create-topics`
+/// (Nisshi has no CreateTopics API, and sigloop does not create topics). Tests see only
+/// [`TestKafka::brokers`], [`TestKafka::topic`], [`TestKafka::group`] and the settings made from
+/// them ([`TestKafka::settings`], [`distributed`]), so they run unchanged against either broker.
+pub struct TestKafka {
+    broker: Broker,
+    brokers: String,
+    /// Empty on the mock cluster; `t<random hex>.` on a shared broker.
+    prefix: String,
+    /// The names given to [`TestKafka::with_topics`].
+    created: Vec<String>,
+}
+
+impl TestKafka {
+    /// A broker with sigloop's seven topics, `partitions` each.
+    pub fn new(partitions: i32) -> TestKafka {
+        let names: Vec<&str> = SIGLOOP_TOPICS.iter().map(|(key, _)| *key).collect();
+        TestKafka::with_topics(partitions, &names)
+    }
+
+    /// A broker with only these topics, `partitions` each. A name is a key of sigloop's topics
+    /// (`tickets`, `loops`, `dead_letters`, ...: the default topic) or a topic name of the test's own.
+    pub fn with_topics(partitions: i32, names: &[&str]) -> TestKafka {
+        let created: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
+        match std::env::var("SIGLOOP_TEST_KAFKA_BROKERS") {
+            Ok(brokers) if !brokers.trim().is_empty() => {
+                let kafka = TestKafka {
+                    broker: Broker::External,
+                    brokers: brokers.trim().to_owned(),
+                    prefix: format!("t{:08x}.", rand::random::<u32>()),
+                    created,
+                };
+                let topics: Vec<String> = names.iter().map(|name| kafka.topic(name)).collect();
+                create_external_topics(&kafka.brokers, partitions, &topics);
+                kafka
+            }
+            _ => {
+                let cluster =
+                    rdkafka::mocking::MockCluster::new(1).expect("the mock cluster starts");
+                let kafka = TestKafka {
+                    brokers: cluster.bootstrap_servers(),
+                    broker: Broker::Mock(cluster),
+                    prefix: String::new(),
+                    created,
+                };
+                if let Broker::Mock(cluster) = &kafka.broker {
+                    for name in names {
+                        cluster
+                            .create_topic(&kafka.topic(name), partitions, 1)
+                            .expect("the topic is created");
+                    }
+                }
+                kafka
+            }
+        }
+    }
+
+    /// `bootstrap.servers` for clients of this broker.
+    pub fn brokers(&self) -> &str {
+        &self.brokers
+    }
+
+    /// The real name of a topic created with this broker: `surveys` is `sigloop.surveys` on the mock
+    /// cluster and `t3f9a1c07.sigloop.surveys` on a shared broker; a name of the test's own gets the
+    /// same prefix.
+    pub fn topic(&self, name: &str) -> String {
+        assert!(
+            self.created.iter().any(|created| created == name),
+            "topic `{name}` was not created for this test (created: {:?})",
+            self.created
+        );
+        self.prefixed(name)
+    }
+
+    fn prefixed(&self, name: &str) -> String {
+        let base = SIGLOOP_TOPICS
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map_or(name, |(_, default)| *default);
+        format!("{}{base}", self.prefix)
+    }
+
+    /// A consumer group id unique to this test on this broker (`sigloop` on the mock cluster).
+    pub fn group_id(&self) -> String {
+        self.group("sigloop")
+    }
+
+    /// [`TestKafka::group_id`] for a test that needs several groups.
+    pub fn group(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// sigloop's Kafka settings for this broker: enabled, its topics (every one of sigloop's
+    /// topics, named as [`TestKafka::topic`] names them), [`TestKafka::group_id`] and the consumer
+    /// properties the tests need.
+    pub fn settings(&self) -> sigloop::config::settings::KafkaSettings {
+        use sigloop::config::settings::{KafkaSettings, KafkaTopics};
+        KafkaSettings {
+            enabled: true,
+            brokers: self.brokers.clone(),
+            group_id: self.group_id(),
+            topics: KafkaTopics {
+                tickets: self.prefixed("tickets"),
+                usage: self.prefixed("usage"),
+                surveys: self.prefixed("surveys"),
+                accounts: self.prefixed("accounts"),
+                actions: self.prefixed("actions"),
+                loops: self.prefixed("loops"),
+                dead_letters: self.prefixed("dead_letters"),
+            },
+            consumer: [("fetch.wait.max.ms".to_owned(), FETCH_WAIT_MAX_MS.to_owned())].into(),
+            ..KafkaSettings::default()
+        }
+    }
+
+    /// A client configuration for the test's own consumers: this broker and short fetch waits.
+    pub fn consumer_config(&self) -> rdkafka::ClientConfig {
+        let mut config = rdkafka::ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS);
+        config
+    }
+
+    /// A client configuration for the test's own producers.
+    pub fn producer_config(&self) -> rdkafka::ClientConfig {
+        let mut config = rdkafka::ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        config
+    }
+}
+
+/// Creates `topics` on the broker of `SIGLOOP_TEST_KAFKA_BROKERS` with `.ci/kafka-broker`, which
+/// knows how (Nisshi's own command line). The first broker of the list is the one asked.
+fn create_external_topics(brokers: &str, partitions: i32, topics: &[String]) {
+    let first = brokers.split(',').next().unwrap_or_default().trim();
+    let (host, port) = first.rsplit_once(':').unwrap_or_else(|| {
+        panic!("SIGLOOP_TEST_KAFKA_BROKERS must be host:port[,host:port...], not `{brokers}`")
+    });
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/kafka-broker");
+    let output = Command::new(&script)
+        .arg("create-topics")
+        .arg("--only")
+        .args(topics)
+        .env("SIGLOOP_KAFKA_HOST", host)
+        .env("SIGLOOP_KAFKA_PORT", port)
+        .env("SIGLOOP_KAFKA_PARTITIONS", partitions.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|error| panic!("{} runs: {error}", script.display()));
+    assert!(
+        output.status.success(),
+        "{} create-topics failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        script.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Kafka settings as `SIGLOOP__KAFKA__...` overrides. A librdkafka property's name has dots, which
+/// an environment variable may hold (the process environment is not a shell); its value is quoted
+/// so that `50` stays the string librdkafka takes rather than becoming a TOML integer.
+pub fn kafka_overrides(
+    settings: &sigloop::config::settings::KafkaSettings,
+) -> Vec<(String, String)> {
+    let topics = &settings.topics;
+    let mut overrides = vec![
+        (
+            "SIGLOOP__KAFKA__ENABLED".to_owned(),
+            settings.enabled.to_string(),
+        ),
+        (
+            "SIGLOOP__KAFKA__BROKERS".to_owned(),
+            settings.brokers.clone(),
+        ),
+        (
+            "SIGLOOP__KAFKA__GROUP_ID".to_owned(),
+            settings.group_id.clone(),
+        ),
+    ];
+    for (key, topic) in [
+        ("TICKETS", &topics.tickets),
+        ("USAGE", &topics.usage),
+        ("SURVEYS", &topics.surveys),
+        ("ACCOUNTS", &topics.accounts),
+        ("ACTIONS", &topics.actions),
+        ("LOOPS", &topics.loops),
+        ("DEAD_LETTERS", &topics.dead_letters),
+    ] {
+        overrides.push((format!("SIGLOOP__KAFKA__TOPICS__{key}"), topic.clone()));
+    }
+    for (section, properties) in [
+        ("CONSUMER", &settings.consumer),
+        ("PRODUCER", &settings.producer),
+    ] {
+        for (name, value) in properties {
+            overrides.push((
+                format!("SIGLOOP__KAFKA__{section}__{name}"),
+                toml::Value::String(value.clone()).to_string(),
+            ));
+        }
+    }
+    overrides
+}
+
+/// Overrides that put the application in the distributed mode: Kafka as `kafka` says (usually
+/// [`TestKafka::settings`]) and storage in the PostgreSQL of `postgres_url`.
+pub fn distributed(
+    kafka: &sigloop::config::settings::KafkaSettings,
+    postgres_url: &str,
+) -> Vec<(String, String)> {
+    let mut overrides = kafka_overrides(kafka);
+    overrides.extend([
         (
             "SIGLOOP__STORAGE__BACKEND".to_owned(),
             "postgres".to_owned(),
         ),
         ("SIGLOOP__STORAGE__URL".to_owned(), postgres_url.to_owned()),
         ("SIGLOOP__STORAGE__POOL_SIZE".to_owned(), "4".to_owned()),
-    ]
+    ]);
+    overrides
 }
