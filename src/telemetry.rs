@@ -31,6 +31,8 @@ pub struct Metrics {
     pub purged: IntCounterVec,
     /// Distributed mode: messages behind the high watermark, per partition this instance owns.
     pub kafka_consumer_lag: GaugeVec,
+    /// Distributed mode: the partition numbers (of every topic) this instance holds now.
+    pub kafka_partitions_owned: IntGauge,
     /// Distributed mode: outbox events delivered, by sink.
     pub outbox_delivered: IntCounterVec,
     /// Loop KPIs per queue over all loops, set from storage on each scrape
@@ -241,6 +243,10 @@ impl Metrics {
                 "sigloop_kafka_consumer_lag",
                 "Messages between the broker's high watermark and the offset committed in the database, per partition this instance owns.",
                 &["topic", "partition"],
+            ),
+            kafka_partitions_owned: gauge(
+                "sigloop_kafka_partitions_owned",
+                "Distributed mode: partition numbers this instance holds (its accounts' share); 0 between a revocation and the next assignment.",
             ),
             outbox_delivered: counter_vec(
                 "sigloop_outbox_delivered_total",

@@ -8,7 +8,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{account, event, fresh_postgres_url, nps, ticket, TestApp, TestKafka};
+use common::{
+    account, event, fresh_postgres_url, nps, ticket, wait_for_partitions, TestApp, TestKafka,
+};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -344,6 +346,7 @@ async fn instances_in_one_group_share_the_partitions_and_each_deadline_fires_onc
     let clock = [("SIGLOOP__CLOCK__MODE", "event_time")];
     let first = TestApp::spawn_distributed_with(&kafka, &database, &clock).await;
     let second = TestApp::spawn_distributed_with(&kafka, &database, &clock).await;
+    wait_for_partitions(&[&first, &second], 2).await;
     let accounts: Vec<String> = (0..16).map(|index| format!("acct-{index:02}")).collect();
     let directory: Vec<Value> = accounts
         .iter()

@@ -8,7 +8,7 @@ mod common;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use common::{account, event, fresh_postgres_url, TestApp, TestKafka};
+use common::{account, event, fresh_postgres_url, wait_for_partitions, TestApp, TestKafka};
 use serde_json::{json, Value};
 
 /// Tagged `onboarding.stalled`.
@@ -30,18 +30,6 @@ fn stalled_detractor(account_id: &str, minutes: i64) -> Value {
             "journey_stage": "onboarding",
         }),
     )
-}
-
-/// The partition numbers an instance holds now (of every topic: they are co-partitioned), from its
-/// consumer-lag series, one per assigned topic partition.
-async fn assigned_partitions(app: &TestApp) -> usize {
-    let (_, metrics) = app.get_text("/metrics").await;
-    let partitions: std::collections::BTreeSet<&str> = metrics
-        .lines()
-        .filter(|line| line.starts_with("sigloop_kafka_consumer_lag{"))
-        .filter_map(|line| line.split("partition=\"").nth(1)?.split('"').next())
-        .collect();
-    partitions.len()
 }
 
 /// Polls `probe` until it answers `Some` (or 30 s pass, which fails the test with `what`).
@@ -80,14 +68,7 @@ async fn a_journey_threshold_crossed_only_by_the_whole_fleet_opens_one_loop_whos
     ];
     let first = TestApp::spawn_distributed_with(&kafka, &database, &settings).await;
     let second = TestApp::spawn_distributed_with(&kafka, &database, &settings).await;
-    eventually("both instances to hold two partitions each", || async {
-        let held = (
-            assigned_partitions(&first).await,
-            assigned_partitions(&second).await,
-        );
-        (held == (2, 2)).then_some(())
-    })
-    .await;
+    wait_for_partitions(&[&first, &second], 2).await;
 
     let accounts: Vec<String> = (0..40).map(|index| format!("acct-{index:02}")).collect();
     let directory: Vec<Value> = accounts

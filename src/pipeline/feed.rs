@@ -316,6 +316,12 @@ impl Processor {
 
     /// Puts `ownership` into the core state (a reload starts from storage, which knows none).
     fn own(&self, ownership: &Option<Ownership>) {
+        let held = ownership
+            .as_ref()
+            .map_or(0, |ownership| ownership.partitions.len());
+        self.metrics
+            .kafka_partitions_owned
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
         self.state.lock().expect("core state lock").ownership = ownership.clone();
     }
 

@@ -229,10 +229,37 @@ impl TestApp {
             .sum()
     }
 
+    /// Distributed mode: how many partition numbers the instance holds now
+    /// (`sigloop_kafka_partitions_owned`).
+    pub async fn partitions_owned(&self) -> usize {
+        self.counter_total("sigloop_kafka_partitions_owned").await as usize
+    }
+
     pub async fn loops(&self, query: &str) -> Vec<Value> {
         let (status, body) = self.get(&format!("/v1/loops?{query}")).await;
         assert_eq!(status, 200, "{body}");
         body["loops"].as_array().expect("loops array").clone()
+    }
+}
+
+/// Waits until the instances of one consumer group hold `each` partitions apiece (a rebalance has
+/// settled), or fails the test after 30 s: a test about sharing partitions must not start while one
+/// instance still holds them all.
+pub async fn wait_for_partitions(apps: &[&TestApp], each: usize) {
+    let started = std::time::Instant::now();
+    loop {
+        let mut held = Vec::with_capacity(apps.len());
+        for app in apps {
+            held.push(app.partitions_owned().await);
+        }
+        if held.iter().all(|count| *count == each) {
+            return;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the instances hold {held:?} partitions after 30 s, not {each} each"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 
