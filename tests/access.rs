@@ -264,8 +264,94 @@ async fn an_unknown_an_expired_a_revoked_or_a_malformed_token_answers_401() {
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 401, "another scheme is refused");
+    // Two Authorization headers, the valid one first or last: refused either way.
+    for pair in [
+        [format!("Bearer {}", valid.secret), "Bearer junk".to_owned()],
+        ["Bearer junk".to_owned(), format!("Bearer {}", valid.secret)],
+    ] {
+        let response = app
+            .client
+            .get(format!("{}/v1/queues", app.address))
+            .header("authorization", &pair[0])
+            .header("authorization", &pair[1])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 401, "two headers: {pair:?}");
+    }
     let (status, _) = get_as(&app, &valid.secret, "/v1/queues").await;
     assert_eq!(status, 200, "the valid token still works");
+}
+
+#[tokio::test]
+async fn a_loop_whose_next_generation_moved_to_another_team_does_not_name_it_to_the_first_team() {
+    let app = TestApp::spawn_with(&[TOKENS]).await;
+    let admin = token_with(&app, &["admin"]).await;
+    let (_, loop_mm) = two_teams_loops(&app, &admin.secret).await;
+    let first = loop_mm["id"].as_str().unwrap();
+    let (status, body) = post_as(
+        &app,
+        &admin.secret,
+        &format!("/v1/loops/{first}/actions"),
+        &json!({"action": "close", "reason": "wont_fix"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // The account becomes enterprise: its next detractor opens generation 2 on cs-enterprise.
+    let mut upgrade = account("acct-mm", "enterprise", Some("ana.lima"));
+    upgrade["id"] = json!("account-acct-mm-upgrade");
+    ingest_as(
+        &app,
+        &admin.secret,
+        &[
+            upgrade,
+            nps("det-mm-3", "acct-mm", 1, 30, Some("Onboarding was slow")),
+        ],
+    )
+    .await;
+    let (_, listed) = get_as(&app, &admin.secret, "/v1/loops?account_id=acct-mm").await;
+    let second = listed["loops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|record| record["generation"] == 2)
+        .unwrap_or_else(|| panic!("a second generation: {listed}"));
+    assert_eq!(second["queue"], "cs-enterprise", "{second}");
+    let second = second["id"].as_str().unwrap().to_owned();
+
+    let growth = team_token(&app, "cs-growth", "dev.patel").await;
+    let (status, body) = post_as(
+        &app,
+        &growth.secret,
+        &format!("/v1/loops/{first}/actions"),
+        &json!({"action": "comment", "note": "still there?"}),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(!body.to_string().contains(&second), "{body}");
+    let (_, body) = get_as(&app, &growth.secret, &format!("/v1/loops/{first}")).await;
+    assert!(!body.to_string().contains(&second), "{body}");
+
+    // The other way round: cs-enterprise sees generation 2 but not its predecessor's id.
+    let enterprise = team_token(&app, "cs-enterprise", "ana.lima").await;
+    let (status, body) = get_as(&app, &enterprise.secret, &format!("/v1/loops/{second}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["predecessor"], Value::Null, "{body}");
+    assert!(!body.to_string().contains(first), "{body}");
+    let (_, body) = get_as(&app, &enterprise.secret, "/v1/loops?account_id=acct-mm").await;
+    assert!(!body.to_string().contains(first), "{body}");
+    // An unrestricted token sees both and the link between them.
+    let (_, body) = get_as(&app, &admin.secret, &format!("/v1/loops/{second}")).await;
+    assert_eq!(body["predecessor"], first, "{body}");
+    let (status, body) = post_as(
+        &app,
+        &admin.secret,
+        &format!("/v1/loops/{first}/actions"),
+        &json!({"action": "comment", "note": "still there?"}),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.to_string().contains(&second), "{body}");
 }
 
 #[tokio::test]
@@ -555,15 +641,29 @@ async fn dead_letters_are_for_tokens_without_a_team_and_kpis_and_explain_keep_to
         .map(|team| team["team"].as_str().unwrap())
         .collect();
     assert_eq!(teams, vec!["cs-enterprise"]);
+    // A queue that is not the team's, configured or not, is refused alike.
+    for queue in ["cs-mid-market", "no-such-queue"] {
+        let (status, body) =
+            get_as(&app, &enterprise.secret, &format!("/v1/kpis?queue={queue}")).await;
+        assert_eq!(
+            (status, error_code(&body)),
+            (403, "forbidden"),
+            "{queue}: {body}"
+        );
+    }
 
-    // The dry run of a detractor at the mid-market account would join cs-growth's loop: the
-    // enterprise token does not see that signal, only that one was left out.
+    // The dry run of a detractor at the mid-market account would join cs-growth's loop. The
+    // enterprise token gets the dry run as on a fresh instance: it cannot tell that cs-growth has
+    // a loop for that key, nor the account's tier and CSM from the directory.
     let detractor = nps("det-mm-2", "acct-mm", 0, 40, Some("Onboarding was slow"));
     let (status, body) = post_as(&app, &enterprise.secret, "/v1/explain", &detractor).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["signals"], json!([]), "{body}");
-    assert_eq!(body["hidden_signals"], 1, "{body}");
+    assert_eq!(body["basis"], "configuration", "{body}");
+    assert_eq!(body["signals"][0]["outcome"], "open", "{body}");
+    assert_ne!(body["signals"][0]["queue"], "cs-mid-market", "{body}");
+    assert!(body.get("hidden_signals").is_none(), "{body}");
     let (_, body) = post_as(&app, &admin.secret, "/v1/explain", &detractor).await;
+    assert_eq!(body["basis"], "state", "{body}");
     assert_eq!(body["signals"][0]["queue"], "cs-mid-market", "{body}");
     assert_eq!(body["signals"][0]["outcome"], "join", "{body}");
 }
@@ -891,4 +991,71 @@ async fn error_bodies_are_json_and_name_nothing_inside_sigloop() {
         .as_str()
         .unwrap()
         .contains("LoopsQuery"));
+}
+
+#[tokio::test]
+async fn a_team_sees_the_journey_loop_its_account_loop_links_to_but_cx_sees_only_its_own_side() {
+    let app = TestApp::spawn_with(&[TOKENS]).await;
+    let admin = token_with(&app, &["admin"]).await;
+    // Forty accounts complain about onboarding in one week: the journey loop opens on cx-journeys
+    // and gathers their account loops, one of them on cs-enterprise.
+    let mut events = vec![account("acct-ent", "enterprise", Some("ana.lima"))];
+    for index in 0..39 {
+        events.push(account(
+            &format!("acct-mm-{index:02}"),
+            "mid-market",
+            Some("dev.patel"),
+        ));
+    }
+    events.push(nps(
+        "det-ent",
+        "acct-ent",
+        2,
+        10,
+        Some("Onboarding was slow"),
+    ));
+    for index in 0..39 {
+        events.push(nps(
+            &format!("det-mm-{index:02}"),
+            &format!("acct-mm-{index:02}"),
+            1,
+            20 + index,
+            Some("Onboarding was slow"),
+        ));
+    }
+    ingest_as(&app, &admin.secret, &events).await;
+    let (_, journeys) = get_as(&app, &admin.secret, "/v1/loops?kind=journey").await;
+    let journey = journeys["loops"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a journey loop: {journeys}"))
+        .to_owned();
+    let (_, enterprise_loops) = get_as(&app, &admin.secret, "/v1/loops?queue=cs-enterprise").await;
+    let account_loop = enterprise_loops["loops"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The enterprise team sees which journey loop explains its loop (not the journey loop's page).
+    let enterprise = team_token(&app, "cs-enterprise", "ana.lima").await;
+    let (status, body) = get_as(
+        &app,
+        &enterprise.secret,
+        &format!("/v1/loops/{account_loop}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let links = body["links"].as_array().unwrap();
+    assert_eq!(links.len(), 1, "{body}");
+    assert_eq!(links[0]["relation"], "journey", "{body}");
+    assert_eq!(links[0]["id"], journey.as_str(), "{body}");
+    let (status, _) = get_as(&app, &enterprise.secret, &format!("/v1/loops/{journey}")).await;
+    assert_eq!(status, 404);
+
+    // The CX team sees its journey loop, and none of the account loops on CS teams' queues.
+    let cx = team_token(&app, "cx", "cx-lead").await;
+    let (status, body) = get_as(&app, &cx.secret, &format!("/v1/loops/{journey}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["links"], json!([]), "{body}");
+    let (_, body) = get_as(&app, &admin.secret, &format!("/v1/loops/{journey}")).await;
+    assert_eq!(body["links"].as_array().unwrap().len(), 40, "{body}");
 }

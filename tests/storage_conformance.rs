@@ -1420,7 +1420,7 @@ async fn list_loops_pages_newest_first_with_before_and_next(storage: &dyn Storag
             .map(|index| loops[*index].id.clone())
             .collect()
     };
-    let page = |limit: u32, before: Option<i64>| LoopFilter {
+    let page = |limit: u32, before: Option<String>| LoopFilter {
         limit,
         before,
         ..LoopFilter::default()
@@ -1429,12 +1429,31 @@ async fn list_loops_pages_newest_first_with_before_and_next(storage: &dyn Storag
     let first = storage.list_loops(&page(2, None)).await.unwrap();
     assert_eq!(ids(&first.loops), pick(&[4, 3]));
     assert!(first.next.is_some(), "more loops follow the first page");
-    let second = storage.list_loops(&page(2, first.next)).await.unwrap();
+    let second = storage
+        .list_loops(&page(2, first.next.clone()))
+        .await
+        .unwrap();
     assert_eq!(ids(&second.loops), pick(&[2, 1]));
     assert!(second.next.is_some());
-    let third = storage.list_loops(&page(2, second.next)).await.unwrap();
+    let third = storage
+        .list_loops(&page(2, second.next.clone()))
+        .await
+        .unwrap();
     assert_eq!(ids(&third.loops), pick(&[0]));
     assert_eq!(third.next, None, "the last page has no next");
+    assert_eq!(
+        second.next.as_deref(),
+        Some(loops[1].id.as_str()),
+        "the cursor is the id of the page's last loop"
+    );
+    let unknown = storage
+        .list_loops(&page(2, Some("lp_00000000000000000000".to_owned())))
+        .await
+        .unwrap();
+    assert!(
+        unknown.loops.is_empty(),
+        "an unknown cursor gives an empty page"
+    );
 
     let exact = storage.list_loops(&page(5, None)).await.unwrap();
     assert_eq!(ids(&exact.loops), pick(&[4, 3, 2, 1, 0]));

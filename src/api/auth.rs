@@ -126,10 +126,20 @@ pub fn parse_expiry(value: &str, now: Millis) -> Result<Millis, String> {
     Ok(at)
 }
 
-/// A token's name is the actor of its actions: non-empty, at most 256 bytes, no control characters.
+/// A token's name is the actor of its actions: non-empty, at most 256 bytes, no control characters,
+/// and not sigloop's own actor name (its history rows must stay recognisably the system's).
 pub fn validate_name(name: &str) -> Result<(), String> {
     if name.trim().is_empty() {
         return Err("a token's name must not be empty".to_owned());
+    }
+    if name
+        .trim()
+        .eq_ignore_ascii_case(crate::pipeline::core::SYSTEM_ACTOR)
+    {
+        return Err(format!(
+            "`{}` is the name sigloop records for its own actions; choose another",
+            crate::pipeline::core::SYSTEM_ACTOR
+        ));
     }
     if name.len() > crate::domain::MAX_ID_BYTES {
         return Err("a token's name must be at most 256 bytes".to_owned());
@@ -307,13 +317,21 @@ async fn authenticate(
 
 /// The secret of `Authorization: Bearer <secret>` (the scheme in any case).
 fn bearer_secret(headers: &HeaderMap) -> Result<&str, ApiError> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
         return Err(ApiError::Unauthorized {
             message: "this request needs an API token: send `Authorization: Bearer <token>`"
                 .to_owned(),
             invalid_token: false,
         });
     };
+    // Two credentials are one too many: which would be meant is a guess, and a proxy that adds
+    // its own header must not decide who the caller is by order.
+    if values.next().is_some() {
+        return Err(ApiError::unauthorized(
+            "the request has more than one Authorization header; send exactly one",
+        ));
+    }
     let value = value
         .to_str()
         .map_err(|_| ApiError::unauthorized("the Authorization header is not `Bearer <token>`"))?;

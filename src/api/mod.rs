@@ -496,11 +496,25 @@ async fn get_loops(
             ));
         }
     }
+    // The cursor is the id of the last loop of the previous page: one the caller may see, else it
+    // is refused like any cursor this API never returned.
     let before = match &query.cursor {
         None => None,
-        Some(cursor) => Some(cursor.parse::<i64>().map_err(|_| {
-            ApiError::bad_request("invalid_parameter", "cursor is not one this API returned")
-        })?),
+        Some(cursor) => {
+            let known = state
+                .inner
+                .storage
+                .loop_record(cursor)
+                .await?
+                .is_some_and(|record| caller.sees_queue(routes, &record.queue));
+            if !known {
+                return Err(ApiError::bad_request(
+                    "invalid_parameter",
+                    "cursor is not one this API returned",
+                ));
+            }
+            Some(cursor.clone())
+        }
     };
     let limit = query.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
@@ -523,10 +537,39 @@ async fn get_loops(
             queues: caller.visible_queues(routes),
         })
         .await?;
+    let mut loops: Vec<Value> = page.loops.iter().map(views::loop_view).collect();
+    for view in &mut loops {
+        hide_foreign_predecessor(&state, &caller, view).await?;
+    }
     Ok(Json(json!({
-        "loops": page.loops.iter().map(views::loop_view).collect::<Vec<_>>(),
-        "next_cursor": page.next.map(|next| next.to_string()),
+        "loops": loops,
+        "next_cursor": page.next,
     })))
+}
+
+/// Blanks a loop view's `predecessor` when the caller may not see that generation (it was routed
+/// to another team's queue): its id is that team's.
+async fn hide_foreign_predecessor(
+    state: &AppState,
+    caller: &Caller,
+    view: &mut Value,
+) -> Result<(), ApiError> {
+    if caller.team().is_none() {
+        return Ok(());
+    }
+    let Some(predecessor) = view["predecessor"].as_str().map(str::to_owned) else {
+        return Ok(());
+    };
+    let visible = state
+        .inner
+        .storage
+        .loop_record(&predecessor)
+        .await?
+        .is_some_and(|record| caller.sees_queue(&state.inner.config.routes, &record.queue));
+    if !visible {
+        view["predecessor"] = Value::Null;
+    }
+    Ok(())
 }
 
 /// The answer for a loop the caller may not see: the very same as for an id that does not exist, so
@@ -545,6 +588,7 @@ async fn loop_with_links(state: &AppState, id: &str, caller: &Caller) -> Result<
         .filter(|detail| caller.sees_queue(routes, &detail.record.queue))
         .ok_or_else(|| no_such_loop(id))?;
     let mut view = views::loop_detail_view(&detail);
+    hide_foreign_predecessor(state, caller, &mut view).await?;
     let mut links: Vec<Value> = Vec::new();
     if let Some(predecessor) = &detail.record.predecessor {
         if let Some(record) = state.inner.storage.loop_record(predecessor).await? {
@@ -561,10 +605,14 @@ async fn loop_with_links(state: &AppState, id: &str, caller: &Caller) -> Result<
     }
     if let Value::Array(journey_links) = view["links"].take() {
         // A journey loop's linked account loops sit on many teams' queues: a team sees its own.
+        // An account loop's link to the journey loop that explains it is shown to whoever sees the
+        // account loop (its id, key, state and queue, not its page): that link is how a fix on
+        // the CX side reaches the account's owner, and the loop already names it (`journey_loop`).
         links.extend(journey_links.into_iter().filter(|link| {
-            link["queue"]
-                .as_str()
-                .is_none_or(|queue| caller.sees_queue(routes, queue))
+            link["relation"] == "journey"
+                || link["queue"]
+                    .as_str()
+                    .is_none_or(|queue| caller.sees_queue(routes, queue))
         }));
     }
     view["links"] = Value::Array(links);
@@ -695,7 +743,7 @@ async fn post_action(
         return Err(ApiError::Conflict(error.to_string()));
     }
     // A superseded generation is read-only: one live loop per key, and actions go to the newest.
-    if let Some(conflict) = superseded(&state, &record).await? {
+    if let Some(conflict) = superseded(&state, &record, &caller).await? {
         return Err(conflict);
     }
     // On the event-time clock only events move time: an action happens at the clock's reading (the
@@ -757,7 +805,7 @@ async fn post_action(
         .remove(&seq);
     match outcome {
         Some(ActionOutcome::Illegal { message }) => Err(ApiError::Conflict(message)),
-        Some(ActionOutcome::NotFound) => match superseded(&state, &record).await? {
+        Some(ActionOutcome::NotFound) => match superseded(&state, &record, &caller).await? {
             // A newer generation opened between the check above and the processor's turn.
             Some(conflict) => Err(conflict),
             None => Err(no_such_loop(&id)),
@@ -768,17 +816,29 @@ async fn post_action(
     }
 }
 
-/// 409 when the loop has a newer generation.
+/// 409 when the loop has a newer generation. The newer one is named only when the caller may see
+/// it: a generation that moved to another team's queue stays that team's.
 async fn superseded(
     state: &AppState,
     record: &crate::loops::LoopRecord,
+    caller: &Caller,
 ) -> Result<Option<ApiError>, ApiError> {
     let successor = crate::loops::loop_id(&record.key, record.generation + 1);
-    Ok(state.inner.storage.loop_record(&successor).await?.map(|_| {
-        ApiError::Conflict(format!(
-            "this loop has a newer generation {successor}; act on that one"
-        ))
-    }))
+    let routes = &state.inner.config.routes;
+    Ok(state
+        .inner
+        .storage
+        .loop_record(&successor)
+        .await?
+        .map(|newer| {
+            if caller.sees_queue(routes, &newer.queue) {
+                ApiError::Conflict(format!(
+                    "this loop has a newer generation {successor}; act on that one"
+                ))
+            } else {
+                ApiError::Conflict("this loop has a newer generation and is read-only".to_owned())
+            }
+        }))
 }
 
 /// Signals of an account shown on its page.
@@ -813,10 +873,14 @@ async fn get_account(
     if view.account.is_none() && view.open_loops.is_empty() && view.recent_signals.is_empty() {
         return Err(unknown());
     }
+    let mut open_loops: Vec<Value> = view.open_loops.iter().map(views::loop_view).collect();
+    for loop_view in &mut open_loops {
+        hide_foreign_predecessor(&state, &caller, loop_view).await?;
+    }
     Ok(Json(json!({
         "account_id": id,
         "profile": view.account.as_ref().map(views::account_view),
-        "open_loops": view.open_loops.iter().map(views::loop_view).collect::<Vec<_>>(),
+        "open_loops": open_loops,
         "recent_signals": view.recent_signals.iter().map(views::signal_view).collect::<Vec<_>>(),
         "journey": view.journey.iter().map(views::stage_signals_view).collect::<Vec<_>>(),
     })))
@@ -1035,16 +1099,12 @@ async fn get_kpis(
                 "this token sees team `{team}` only, not `{other}`"
             )));
         }
+        // Any queue but the team's own is refused the same way, a queue no longer configured
+        // included: whether it still has loops in some period is nobody's team's business.
         if let Some(queue) = query.queue.as_deref() {
-            if let Some(owner) = state
-                .inner
-                .config
-                .routes
-                .queue_team(queue)
-                .filter(|owner| *owner != team)
-            {
+            if state.inner.config.routes.queue_team(queue) != Some(team) {
                 return Err(ApiError::forbidden(format!(
-                    "queue `{queue}` belongs to team `{owner}`; this token sees team `{team}` only"
+                    "queue `{queue}` is not one of team `{team}`'s queues; this token sees team `{team}` only"
                 )));
             }
         }
@@ -1124,34 +1184,34 @@ async fn post_explain(
         code: rejection.code.as_str(),
         message: rejection.message,
     })?;
+    // A team's token gets the dry run as on a fresh instance: the configuration only (taxonomy,
+    // detectors, routes), none of the committed state. Against that state its answer would tell
+    // which accounts are in the directory with what tier and CSM, and whether some other team
+    // already has a loop for a key (`join` or `open`), whatever account the event names.
+    let fresh = caller.team().is_some();
     // The processor holds the state's lock for a whole batch: wait for it off the async workers.
     let inner = Arc::clone(&state.inner);
     let explanation = tokio::task::spawn_blocking(move || {
+        let live = matches!(
+            inner.config.settings.clock.mode,
+            crate::config::settings::ClockMode::Live
+        );
+        if fresh {
+            let now = if live { now_millis() } else { event.time };
+            return inner.core.explain(&CoreState::default(), &event, now);
+        }
         let core_state = inner.core_state.lock().expect("core state lock");
-        let now = match inner.config.settings.clock.mode {
-            crate::config::settings::ClockMode::Live => now_millis().max(core_state.clock),
-            crate::config::settings::ClockMode::EventTime => event.time.max(core_state.clock),
+        let now = if live {
+            now_millis().max(core_state.clock)
+        } else {
+            event.time.max(core_state.clock)
         };
         inner.core.explain(&core_state, &event, now)
     })
     .await
     .map_err(|_| ApiError::Unavailable("the explanation could not be computed".to_owned()))?;
     let mut answer = serde_json::to_value(&explanation).expect("explanations serialize");
-    // A team's token sees the signals that would land on its team's queues: whether another
-    // team's loop would be opened or joined is that team's business.
-    if caller.team().is_some() {
-        if let Some(Value::Array(signals)) = answer.get_mut("signals") {
-            let routes = &state.inner.config.routes;
-            let before = signals.len();
-            signals.retain(|signal| {
-                signal["queue"]
-                    .as_str()
-                    .is_some_and(|queue| caller.sees_queue(routes, queue))
-            });
-            let hidden = before - signals.len();
-            answer["hidden_signals"] = json!(hidden);
-        }
-    }
+    answer["basis"] = json!(if fresh { "configuration" } else { "state" });
     Ok(Json(answer))
 }
 

@@ -106,8 +106,10 @@ pub struct LoopFilter {
     /// A tag id or dotted prefix.
     pub tag: Option<String>,
     pub limit: u32,
-    /// Only loops with a row number below this (pages go from newest to oldest).
-    pub before: Option<i64>,
+    /// Only loops stored before the loop with this id (pages go from newest to oldest; the cursor
+    /// is a loop id, not a row number, so that a page tells nothing of loops the caller does not
+    /// see). An id that names no loop gives an empty page.
+    pub before: Option<String>,
     /// Only loops on one of these queues (a team's); `None`: any queue, `Some` of none: no loop.
     pub queues: Option<Vec<String>>,
 }
@@ -115,8 +117,9 @@ pub struct LoopFilter {
 #[derive(Debug, Clone)]
 pub struct LoopPage {
     pub loops: Vec<LoopRecord>,
-    /// Pass as `before` to get the next page; `None` on the last page.
-    pub next: Option<i64>,
+    /// Pass as `before` to get the next page (the id of the page's last loop); `None` on the last
+    /// page.
+    pub next: Option<String>,
 }
 
 #[derive(Debug, Clone)]

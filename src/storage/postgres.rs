@@ -1588,8 +1588,11 @@ impl Storage for PostgresStorage {
         if let Some(tag) = &filter.tag {
             push_tag_filter(&mut builder, tag);
         }
-        if let Some(before) = filter.before {
-            builder.push(" AND ordinal < ").push_bind(before);
+        if let Some(before) = &filter.before {
+            builder
+                .push(" AND ordinal < (SELECT ordinal FROM loops WHERE id = ")
+                .push_bind(before)
+                .push(")");
         }
         // One row more than the page tells whether another page follows.
         builder
@@ -1597,13 +1600,11 @@ impl Storage for PostgresStorage {
             .push_bind(i64::from(filter.limit) + 1);
         let rows = builder.build().fetch_all(&self.pool).await?;
         let mut loops = Vec::with_capacity(rows.len());
-        let mut last_ordinal = None;
         for row in rows.iter().take(filter.limit as usize) {
             loops.push(loop_from_row(row)?);
-            last_ordinal = Some(row.try_get::<i64, _>("ordinal")?);
         }
         let next = if rows.len() > filter.limit as usize {
-            last_ordinal
+            loops.last().map(|record| record.id.clone())
         } else {
             None
         };

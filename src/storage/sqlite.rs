@@ -1006,21 +1006,22 @@ impl Storage for SqliteStorage {
                 .push_bind(format!("{tag}/"))
                 .push("))");
         }
-        if let Some(before) = filter.before {
-            builder.push(" AND rowid < ").push_bind(before);
+        if let Some(before) = &filter.before {
+            builder
+                .push(" AND rowid < (SELECT rowid FROM loops WHERE id = ")
+                .push_bind(before)
+                .push(")");
         }
         builder
             .push(" ORDER BY rowid DESC LIMIT ")
             .push_bind(i64::from(filter.limit) + 1);
         let rows = builder.build().fetch_all(&self.reader).await?;
         let mut loops = Vec::with_capacity(rows.len());
-        let mut last_rowid = None;
         for row in rows.iter().take(filter.limit as usize) {
             loops.push(loop_from_row(row)?);
-            last_rowid = Some(row.try_get::<i64, _>("rowid")?);
         }
         let next = if rows.len() > filter.limit as usize {
-            last_rowid
+            loops.last().map(|record| record.id.clone())
         } else {
             None
         };
