@@ -274,12 +274,9 @@ impl Application {
         };
         let purge_task = tokio::spawn(purge_loop(state.clone(), shutdown.child_token()));
         let router = api::router(state.clone());
-        let server_shutdown = shutdown.clone();
-        let mut server = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
-                .await
-        });
+        let header_timeout =
+            Duration::from_secs(state.inner.config.settings.server.header_timeout_secs);
+        let mut server = tokio::spawn(serve(listener, router, header_timeout, shutdown.clone()));
         let mut processor_failed = false;
         let served = tokio::select! {
             served = &mut server => served,
@@ -321,6 +318,91 @@ impl Application {
         tracing::info!("sigloop stopped.");
         Ok(())
     }
+}
+
+/// The most connections served at once; further clients wait in the listen backlog until one ends.
+const MAX_CONNECTIONS: usize = 1024;
+
+/// Serves HTTP/1.1 (with keep-alive) on `listener` until `shutdown` is cancelled, then stops
+/// accepting, lets every connection finish its request in flight (idle ones close at once) and
+/// returns when the last one has ended: what `axum::serve(..).with_graceful_shutdown(..)` does, plus
+/// hyper's header read timeout, which needs a timer that `axum::serve` does not give hyper. Without
+/// it a client that sends part of a request head and then nothing holds its connection forever
+/// (the request timeout of `api::router` only starts once the head is complete).
+async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    // Every connection's task holds a receiver: `closed()` resolves when the last one has ended.
+    let (connections, connection) = watch::channel(());
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => {
+                permit.expect("the connection semaphore is never closed")
+            }
+            () = shutdown.cancelled() => break,
+        };
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    if !matches!(
+                        error.kind(),
+                        std::io::ErrorKind::ConnectionRefused
+                            | std::io::ErrorKind::ConnectionAborted
+                            | std::io::ErrorKind::ConnectionReset
+                    ) {
+                        // Out of file descriptors, say: wait for connections to end (as axum does).
+                        tracing::error!(error = %error, "Failed to accept a connection.");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let shutdown = shutdown.clone();
+        let connection = connection.clone();
+        tokio::spawn(async move {
+            // HTTP/1 only, as axum::serve without its http2 feature. Not hyper-util's auto builder
+            // (what axum::serve uses): it reads the first bytes to pick the protocol before hyper
+            // starts, with no timeout, so a client that connects and sends nothing would stay.
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            let mut served = std::pin::pin!(served);
+            let mut stopping = false;
+            loop {
+                tokio::select! {
+                    result = served.as_mut() => {
+                        if let Err(error) = result {
+                            tracing::debug!(%remote, error = %error, "A connection ended with an error.");
+                        }
+                        break;
+                    }
+                    () = shutdown.cancelled(), if !stopping => {
+                        stopping = true;
+                        served.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            drop(connection);
+            drop(permit);
+        });
+    }
+    drop(connection);
+    drop(listener);
+    connections.closed().await;
+    Ok(())
 }
 
 /// Deletes processed events and dead letters older than the retention, at start and then periodically.

@@ -166,10 +166,20 @@ pub struct ServerSettings {
     /// `wait_timeout_secs`, which waiting requests may use up.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_secs: u64,
+    /// A connection must send a request's whole head (request line and headers) within this many
+    /// seconds of starting to wait for it, else it is closed: a client that opens connections and
+    /// sends nothing, or its headers byte by byte, cannot hold them open. Idle keep-alive
+    /// connections are closed after as long.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_secs: u64,
 }
 
 fn default_request_timeout() -> u64 {
     60
+}
+
+fn default_header_timeout() -> u64 {
+    10
 }
 
 /// `[server] auth`.
@@ -333,6 +343,9 @@ impl Settings {
                  ({}): POST /v1/events?wait=true and loop actions may wait that long before answering",
                 self.server.request_timeout_secs, self.server.wait_timeout_secs
             ));
+        }
+        if self.server.header_timeout_secs == 0 {
+            problems.push("sigloop: server.header_timeout_secs must be at least 1".to_owned());
         }
         if self.processor.batch_size == 0 {
             problems.push("sigloop: processor.batch_size must be at least 1".to_owned());
