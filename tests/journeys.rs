@@ -1414,6 +1414,51 @@ async fn journey_counts_fired_detectors_and_links_survive_restarts() {
 }
 
 #[tokio::test]
+async fn a_journey_loop_links_the_newest_generation_of_a_reopened_account_key_and_not_the_closed_one(
+) {
+    let app = TestApp::spawn().await;
+    app.ingest(&[
+        enterprise("acct-again", "ana.lima"),
+        stalled("d-again", "acct-again", 2, 0),
+    ])
+    .await;
+    let first = account_loop_id(&app, "acct-again").await;
+    act(
+        &app,
+        &first,
+        json!({"action": "close", "reason": "wont_fix", "actor": "ana.lima"}),
+    )
+    .await;
+    app.ingest(&[stalled("d-again-2", "acct-again", 1, 5)])
+        .await;
+    let generations = app.loops("account_id=acct-again").await;
+    assert_eq!(generations.len(), 2, "{generations:?}");
+    let second = generations
+        .iter()
+        .find(|record| record["generation"] == 2)
+        .expect("a second generation")["id"]
+        .as_str()
+        .expect("loop id")
+        .to_owned();
+
+    // The account loops are found again after a restart; the 40th account opens the journey loop.
+    let (directory, db_path) = app.stop().await;
+    let app = TestApp::spawn_on(directory, db_path, &[]).await;
+    let events: Vec<Value> = (0..39)
+        .map(|i| stalled(&format!("p-{i}"), &format!("acct-p{i:02}"), 8, 10 + i))
+        .collect();
+    app.ingest(&events).await;
+    let journey = only_journey_loop(&app).await;
+    assert_eq!(journey["trace"]["figures"]["current"]["accounts"], 40);
+    assert_eq!(links(&journey, "account"), pairs(&[(&second, "open")]));
+    assert_eq!(detail(&app, &first).await["journey_loop"], Value::Null);
+    assert_eq!(
+        detail(&app, &second).await["journey_loop"],
+        journey["id"].as_str().expect("id")
+    );
+}
+
+#[tokio::test]
 async fn a_resolved_journey_loop_reopens_when_its_detector_fires_again_the_next_week() {
     let app = TestApp::spawn().await;
     let events: Vec<Value> = (0..40)

@@ -47,10 +47,11 @@ pub struct BenchArgs {
     /// Run end to end only with journeys on, instead of with and without them.
     #[arg(long)]
     pub no_journey_comparison: bool,
-    /// Rounds of the with/without journeys comparison, in alternating order (with-without, then
-    /// without-with, ...): the best run of each side counts, so that neither side gains from going
-    /// second on a machine whose speed drifts.
-    #[arg(long, default_value_t = 2)]
+    /// Rounds of the with/without journeys comparison. Each round runs both sides back to back,
+    /// alternating which goes first (with-without, then without-with, ...), and gives one share; the
+    /// median share over the rounds is reported, so that a drift of the machine's speed within one
+    /// round moves one share, not the figure.
+    #[arg(long, default_value_t = 3)]
     pub rounds: usize,
     /// Measure the distributed mode instead: Kafka bootstrap servers, or `mock` for librdkafka's
     /// in-process mock cluster. Needs --postgres.
@@ -144,28 +145,40 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         if args.no_journey_comparison {
             end_to_end(&args, &lines, true).await?;
         } else {
-            let (mut with, mut without) = (0.0f64, 0.0f64);
-            for round in 0..args.rounds.max(1) {
+            // Each round runs both sides back to back, so that a round's share compares runs
+            // made at nearly the same machine speed; the median share over the rounds is the
+            // figure, and the best run of each side is printed beside it.
+            let rounds = args.rounds.max(1);
+            let mut shares = Vec::with_capacity(rounds);
+            let (mut best_with, mut best_without) = (0.0f64, 0.0f64);
+            for round in 0..rounds {
                 let order = if round % 2 == 0 {
                     [true, false]
                 } else {
                     [false, true]
                 };
+                let (mut with, mut without) = (0.0f64, 0.0f64);
                 for journeys in order {
                     let rate = end_to_end(&args, &lines, journeys).await?.processed_rate;
                     if journeys {
-                        with = with.max(rate);
+                        with = rate;
                     } else {
-                        without = without.max(rate);
+                        without = rate;
                     }
                 }
+                let share = (1.0 - with / without) * 100.0;
+                println!(
+                    "round {} of {rounds}: {with:.0} events/s with journeys, {without:.0} without: journeys cost {share:.1}%",
+                    round + 1
+                );
+                shares.push(share);
+                best_with = best_with.max(with);
+                best_without = best_without.max(without);
             }
+            shares.sort_by(f64::total_cmp);
             println!(
-                "journeys (aggregation + journey detection) cost {:.1}% of the end-to-end events/s: {:.0} with, {:.0} without (best of {} alternating rounds each)",
-                (1.0 - with / without) * 100.0,
-                with,
-                without,
-                args.rounds.max(1)
+                "journeys (aggregation + journey detection) cost {:.1}% of the end-to-end events/s (median of {rounds} rounds; each round runs both sides back to back, alternating which goes first; best runs: {best_with:.0} with, {best_without:.0} without)",
+                percentile(&shares, 0.5),
             );
         }
     }

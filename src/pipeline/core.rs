@@ -114,6 +114,10 @@ pub struct CoreState {
     pub journeys: JourneyState,
     /// Account loops linked to each current journey loop, by id.
     pub links: HashMap<String, BTreeSet<String>>,
+    /// The account loops in memory by (tag, stage), ids in order: the loops a journey loop of that
+    /// tag and stage gathers when it opens, found without scanning every loop. Maintained by
+    /// `insert_loop` and `forget_loop`, the only ways loops enter and leave memory.
+    pub account_loops: HashMap<(String, Option<String>), BTreeSet<String>>,
     /// Journey account-set rows already written recently (a cache, not committed state).
     pub journey_written: journey::RecentPairs,
     /// Pending loop deadlines: (due, kind, loop id). Derived from the loop records, so it is rebuilt
@@ -159,6 +163,12 @@ impl CoreState {
             self.current.insert(record.key.clone(), record.id.clone());
         }
         let id = record.id.clone();
+        if record.kind == SignalKind::Account {
+            self.account_loops
+                .entry((record.tag.clone(), record.stage.clone()))
+                .or_default()
+                .insert(id.clone());
+        }
         self.loops.insert(id.clone(), record);
         if newer {
             self.arm_timers(&id);
@@ -225,7 +235,15 @@ impl CoreState {
 
     /// Forgets a superseded generation (its rows stay in storage).
     fn forget_loop(&mut self, id: &str) {
-        self.loops.remove(id);
+        if let Some(record) = self.loops.remove(id) {
+            let key = (record.tag, record.stage);
+            if let Some(ids) = self.account_loops.get_mut(&key) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    self.account_loops.remove(&key);
+                }
+            }
+        }
         self.links.remove(id);
     }
 }
@@ -1136,25 +1154,28 @@ impl Core {
     ) {
         let journey = &state.loops[journey_id];
         let linked = state.links.get(journey_id);
-        let mut matching: Vec<String> = state
-            .loops
-            .values()
+        let Some(candidates) = state
+            .account_loops
+            .get(&(journey.tag.clone(), journey.stage.clone()))
+        else {
+            return;
+        };
+        // In id order, as the index keeps them.
+        let matching: Vec<String> = candidates
+            .iter()
+            .map(|id| &state.loops[id])
             .filter(|record| {
-                record.kind == SignalKind::Account
-                    // Distributed mode: other instances' account loops are theirs to write.
-                    && record
-                        .account_id
-                        .as_deref()
-                        .is_some_and(|account| state.owns(account))
+                // Distributed mode: other instances' account loops are theirs to write.
+                record
+                    .account_id
+                    .as_deref()
+                    .is_some_and(|account| state.owns(account))
                     && record.state != LoopState::Closed
-                    && record.tag == journey.tag
-                    && record.stage == journey.stage
                     && record.journey_loop.as_deref() != Some(journey_id)
                     && !linked.is_some_and(|linked| linked.contains(&record.id))
             })
             .map(|record| record.id.clone())
             .collect();
-        matching.sort_unstable();
         for account_loop in matching {
             link(state, effects, journey_id, &account_loop, now);
             effects
