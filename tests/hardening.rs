@@ -51,6 +51,21 @@ async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>,
     }
 }
 
+/// Reads until the server closes `stream`: it must have waited out a header timeout of 1 s and
+/// served nothing (at most a 408). `why` says why nothing should have been served.
+async fn assert_closed_unserved_at_a_1_s_header_timeout(stream: &mut TcpStream, why: &str) {
+    let (received, elapsed) = read_until_closed(stream, Duration::from_secs(5)).await;
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "closed after {elapsed:?}, before the 1 s header timeout"
+    );
+    let received = String::from_utf8_lossy(&received);
+    assert!(
+        received.is_empty() || received.starts_with("HTTP/1.1 408"),
+        "{why}: {received:?}"
+    );
+}
+
 /// One HTTP/1.1 response read off the stream: its status line and body (sized by Content-Length).
 async fn read_response(stream: &mut TcpStream) -> (String, String) {
     let mut received = Vec::new();
@@ -100,17 +115,11 @@ async fn a_client_that_sends_part_of_a_request_head_and_stalls_is_disconnected_a
     let mut stream = connect(&app).await;
     stream.write_all(PARTIAL_HEAD).await.expect("sent");
 
-    let (received, elapsed) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
-
-    assert!(
-        elapsed >= Duration::from_millis(900),
-        "closed after {elapsed:?}, before the 1 s header timeout"
-    );
-    let received = String::from_utf8_lossy(&received);
-    assert!(
-        received.is_empty() || received.starts_with("HTTP/1.1 408"),
-        "the stalled request was not served: {received:?}"
-    );
+    assert_closed_unserved_at_a_1_s_header_timeout(
+        &mut stream,
+        "the stalled request was not served",
+    )
+    .await;
     // The server still serves everyone else.
     let (status, body) = app.get("/healthz").await;
     assert_eq!(status, 200, "{body}");
@@ -121,17 +130,7 @@ async fn a_client_that_connects_and_sends_nothing_is_disconnected_after_the_head
     let app = spawn_with_header_timeout("1").await;
     let mut stream = connect(&app).await;
 
-    let (received, elapsed) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
-
-    assert!(
-        elapsed >= Duration::from_millis(900),
-        "closed after {elapsed:?}, before the 1 s header timeout"
-    );
-    let received = String::from_utf8_lossy(&received);
-    assert!(
-        received.is_empty() || received.starts_with("HTTP/1.1 408"),
-        "nothing was asked: {received:?}"
-    );
+    assert_closed_unserved_at_a_1_s_header_timeout(&mut stream, "nothing was asked").await;
 }
 
 #[tokio::test]
