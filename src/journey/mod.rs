@@ -168,6 +168,86 @@ pub struct Feed {
     pub windows: Vec<FeedWindow>,
 }
 
+/// The stored form of a [`Feed`] in evidence rows and traces: `[stage, stage_from, tag, touchpoint,
+/// [[window, start millis], ...]]`, about 90 bytes where the object form with RFC 3339 starts takes
+/// about 220. Every signal stores its feed twice (evidence and trace), so the object form made the
+/// journey data the largest part of those rows. Reading accepts both forms: rows written before the
+/// compact form keep the object form.
+pub mod stored_feed {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{Feed, FeedWindow, StageSource};
+    use crate::config::signals::Window;
+    use crate::domain::Millis;
+
+    type Compact<'a> = (
+        &'a str,
+        StageSource,
+        &'a str,
+        &'a str,
+        Vec<(Window, Millis)>,
+    );
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Compact(String, StageSource, String, String, Vec<(Window, Millis)>),
+        Object(Feed),
+    }
+
+    fn compact(feed: &Feed) -> Compact<'_> {
+        (
+            &feed.stage,
+            feed.stage_from,
+            &feed.tag,
+            &feed.touchpoint,
+            feed.windows
+                .iter()
+                .map(|window| (window.window, window.start))
+                .collect(),
+        )
+    }
+
+    /// For `#[serde(with = "stored_feed")]` on an `Option<Feed>`.
+    pub fn serialize<S: Serializer>(feed: &Option<Feed>, serializer: S) -> Result<S::Ok, S::Error> {
+        feed.as_ref().map(compact).serialize(serializer)
+    }
+
+    /// For `#[serde(serialize_with = "stored_feed::serialize_ref")]` on an `Option<&Feed>`.
+    pub fn serialize_ref<S: Serializer>(
+        feed: &Option<&Feed>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        feed.map(compact).serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Feed>, D::Error> {
+        Ok(
+            Option::<Stored>::deserialize(deserializer)?.map(|stored| match stored {
+                Stored::Compact(stage, stage_from, tag, touchpoint, windows) => Feed {
+                    stage,
+                    stage_from,
+                    tag,
+                    touchpoint,
+                    windows: windows
+                        .into_iter()
+                        .map(|(window, start)| FeedWindow { window, start })
+                        .collect(),
+                },
+                Stored::Object(feed) => feed,
+            }),
+        )
+    }
+
+    /// A stored trace's `journey` in the form the API shows (`Feed`'s own serialization), whichever
+    /// form it was stored in.
+    pub fn expand(stored: serde_json::Value) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::to_value(deserialize(stored)?)
+    }
+}
+
 /// A stored journey bucket at the grain.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BucketKey {

@@ -474,3 +474,78 @@ fn the_fleet_judges_merged_figures_once_per_window_only_for_the_keys_it_owns() {
     fleet.fired = found.into_iter().map(|(_, row)| row).collect();
     assert!(judged(&fleet, &|_| true).is_empty());
 }
+
+fn a_feed() -> Feed {
+    Feed {
+        stage: "onboarding".to_owned(),
+        stage_from: StageSource::Account,
+        tag: "billing.invoice-error".to_owned(),
+        touchpoint: "in-app".to_owned(),
+        windows: vec![
+            FeedWindow {
+                window: Window::Day,
+                start: MONDAY + 2 * MILLIS_PER_DAY,
+            },
+            FeedWindow {
+                window: Window::Week,
+                start: MONDAY,
+            },
+        ],
+    }
+}
+
+/// What an evidence row keeps of its feed.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Stored {
+    #[serde(default, with = "stored_feed")]
+    journey: Option<Feed>,
+}
+
+#[test]
+fn a_feed_is_stored_as_a_compact_array_and_reads_back_whole() {
+    let stored = serde_json::to_value(Stored {
+        journey: Some(a_feed()),
+    })
+    .unwrap();
+    assert_eq!(
+        stored["journey"],
+        serde_json::json!([
+            "onboarding",
+            "account",
+            "billing.invoice-error",
+            "in-app",
+            [["day", MONDAY + 2 * MILLIS_PER_DAY], ["week", MONDAY]],
+        ])
+    );
+    let read: Stored = serde_json::from_value(stored).unwrap();
+    assert_eq!(read.journey, Some(a_feed()));
+}
+
+#[test]
+fn a_feed_stored_in_the_earlier_object_form_still_reads() {
+    let earlier = serde_json::json!({"journey": serde_json::to_value(a_feed()).unwrap()});
+    assert_eq!(
+        earlier["journey"]["windows"][1]["start"], "2026-11-23T00:00:00.000Z",
+        "the object form has RFC 3339 starts"
+    );
+    let read: Stored = serde_json::from_value(earlier).unwrap();
+    assert_eq!(read.journey, Some(a_feed()));
+    let absent: Stored = serde_json::from_str("{}").unwrap();
+    assert_eq!(absent.journey, None);
+}
+
+#[test]
+fn a_stored_feed_expands_to_the_object_form_the_api_shows() {
+    let object = serde_json::to_value(a_feed()).unwrap();
+    let compact = serde_json::to_value(Stored {
+        journey: Some(a_feed()),
+    })
+    .unwrap()["journey"]
+        .take();
+    assert_eq!(stored_feed::expand(compact).unwrap(), object);
+    assert_eq!(stored_feed::expand(object.clone()).unwrap(), object);
+    assert!(
+        stored_feed::expand(serde_json::json!(["onboarding", "account"])).is_err(),
+        "a malformed stored feed is an error, not a silent null"
+    );
+}

@@ -353,8 +353,12 @@ pub struct EvidenceRow {
     pub reference: serde_json::Value,
     /// How the signal met the loop: open, join or reopen.
     pub outcome: String,
-    /// The journey buckets the event fed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The journey buckets the event fed, stored compact (`journey::stored_feed`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::journey::stored_feed"
+    )]
     pub journey: Option<crate::journey::Feed>,
 }
 

@@ -375,8 +375,12 @@ pub struct Trace<'a> {
     pub priority: u8,
     pub priority_reason: String,
     pub sla: Option<SlaTrace>,
-    /// The journey buckets the event fed.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The journey buckets the event fed, stored compact; storage expands it when reading a trace
+    /// (`journey::stored_feed`).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "journey::stored_feed::serialize_ref"
+    )]
     pub journey: Option<&'a Feed>,
     /// The figures that crossed a journey detector's threshold.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -27,7 +27,7 @@ use sqlx::{ConnectOptions, Postgres, QueryBuilder, Row, Transaction};
 
 use super::shared::{
     bucket_from_row, corrupt, fenced_lease, fenced_offset, figure_values, group_key, linked,
-    scopes_text, token_from_row, GroupKey, TOKEN_COLUMNS,
+    scopes_text, token_from_row, trace_from_stored, GroupKey, TOKEN_COLUMNS,
 };
 use super::{
     AccountView, AppendEntry, AppendOutcome, DeadLetterRow, JourneyDimension, JourneyGroup,
@@ -1626,7 +1626,7 @@ impl Storage for PostgresStorage {
         let record = loop_from_row(&row)?;
         let trace = row
             .try_get::<Option<&str>, _>("trace")?
-            .map(|text| serde_json::from_str(text).map_err(|error| corrupt("trace", error)))
+            .map(trace_from_stored)
             .transpose()?;
         let history = sqlx::query("SELECT * FROM loop_history WHERE loop_id = $1 ORDER BY seq")
             .bind(id)
@@ -1827,7 +1827,7 @@ impl Storage for PostgresStorage {
                 let record = loop_from_row(row)?;
                 let trace = row
                     .try_get::<Option<&str>, _>("trace")?
-                    .map(|text| serde_json::from_str(text).map_err(|error| corrupt("trace", error)))
+                    .map(trace_from_stored)
                     .transpose()?;
                 Ok(LoopDetail {
                     history: history.remove(&record.id).unwrap_or_default(),

@@ -141,3 +141,15 @@ where
         revoked_at: row.try_get("revoked_at")?,
     })
 }
+
+/// A stored trace as the API shows it: its `journey` expanded from the compact stored form
+/// (`journey::stored_feed`).
+pub(super) fn trace_from_stored(text: &str) -> Result<serde_json::Value, StorageError> {
+    let mut trace: serde_json::Value =
+        serde_json::from_str(text).map_err(|error| corrupt("trace", error))?;
+    if let Some(journey) = trace.get_mut("journey") {
+        *journey = crate::journey::stored_feed::expand(journey.take())
+            .map_err(|error| corrupt("trace journey", error))?;
+    }
+    Ok(trace)
+}

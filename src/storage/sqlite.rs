@@ -18,7 +18,7 @@ use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite};
 
 use super::shared::{
     bucket_from_row, corrupt, fenced_lease, fenced_offset, figure_values, group_key, linked,
-    scopes_text, token_from_row, GroupKey, TOKEN_COLUMNS,
+    scopes_text, token_from_row, trace_from_stored, GroupKey, TOKEN_COLUMNS,
 };
 use super::{
     AccountView, AppendEntry, AppendOutcome, DeadLetterRow, JourneyDimension, JourneyGroup,
@@ -1038,9 +1038,7 @@ impl Storage for SqliteStorage {
         };
         let record = loop_from_row(&row)?;
         let trace: Option<String> = row.try_get("trace")?;
-        let trace = trace
-            .map(|text| serde_json::from_str(&text).map_err(|error| corrupt("trace", error)))
-            .transpose()?;
+        let trace = trace.map(|text| trace_from_stored(&text)).transpose()?;
         let history = sqlx::query("SELECT * FROM loop_history WHERE loop_id = ? ORDER BY seq")
             .bind(id)
             .fetch_all(&self.reader)
@@ -1229,11 +1227,7 @@ impl Storage for SqliteStorage {
             .map(|row| {
                 let record = loop_from_row(row)?;
                 let trace: Option<String> = row.try_get("trace")?;
-                let trace = trace
-                    .map(|text| {
-                        serde_json::from_str(&text).map_err(|error| corrupt("trace", error))
-                    })
-                    .transpose()?;
+                let trace = trace.map(|text| trace_from_stored(&text)).transpose()?;
                 Ok(LoopDetail {
                     history: history.remove(&record.id).unwrap_or_default(),
                     evidence: evidence.remove(&record.id).unwrap_or_default(),
