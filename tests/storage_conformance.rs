@@ -27,7 +27,9 @@ use sigloop::decode::{Rejection, RejectionCode};
 use sigloop::domain::{AccountId, Millis, MILLIS_PER_DAY};
 use sigloop::journey::{BucketDelta, BucketKey, Figures, FiredRow, FleetGroup};
 use sigloop::kpi::LoopTiming;
-use sigloop::loops::{loop_id, CloseReason, EvidenceRow, HistoryRow, LoopRecord, LoopState};
+use sigloop::loops::{
+    loop_id, CloseReason, EvidenceRow, HistoryRow, LinkRow, LoopRecord, LoopState,
+};
 use sigloop::pipeline::core::{
     BatchEffects, EntryKind, FailedEntry, LogEntry, OffsetAdvance, OutboxEvent, SignalRow,
 };
@@ -172,6 +174,8 @@ macro_rules! conformance_suite {
             loop_detail_returns_the_record_trace_history_and_evidence_in_order,
             loop_detail_and_loop_record_of_an_unknown_id_are_none,
             export_returns_every_loop_sorted_by_key_then_generation_with_its_history_and_evidence,
+            links_read_back_from_both_sides_in_link_order_with_the_linked_loops_current_state,
+            a_trace_journey_stored_compact_reads_back_in_the_object_form,
             list_loops_filters_by_queue_state_kind_and_account,
             list_loops_tag_filter_matches_the_tag_and_its_dotted_descendants_only,
             list_loops_tag_filter_treats_like_wildcards_as_plain_characters,
@@ -1230,6 +1234,151 @@ async fn export_returns_every_loop_sorted_by_key_then_generation_with_its_histor
                 evidence(record, &format!("{}-b", record.id), 1_001)
             ]
         );
+    }
+}
+
+async fn links_read_back_from_both_sides_in_link_order_with_the_linked_loops_current_state(
+    storage: &dyn Storage,
+) {
+    let journey = journey_loop("onboarding", "billing", 1);
+    let acme = account_loop("acme", "billing", 1);
+    let zeta = account_loop("zeta", "billing", 1);
+    let unlinked = account_loop("globex", "billing", 1);
+    let link = |account: &LoopRecord, at: Millis| LinkRow {
+        journey_loop: journey.id.clone(),
+        account_loop: account.id.clone(),
+        at,
+    };
+    storage
+        .commit_batch(
+            &BatchEffects {
+                links: vec![link(&zeta, 5_000)],
+                ..batch_with_loops(1, [journey.clone(), zeta.clone(), unlinked.clone()])
+            },
+            2_000,
+        )
+        .await
+        .unwrap();
+    // A later batch links acme and moves zeta on: the links show zeta's state now.
+    let mut zeta_acknowledged = zeta.clone();
+    zeta_acknowledged.state = LoopState::Acknowledged;
+    storage
+        .commit_batch(
+            &BatchEffects {
+                links: vec![link(&acme, 6_000)],
+                ..batch_with_loops(2, [acme.clone(), zeta_acknowledged.clone()])
+            },
+            3_000,
+        )
+        .await
+        .unwrap();
+
+    let described = |record: &LoopRecord, at: Millis| {
+        (
+            record.id.clone(),
+            record.kind,
+            record.account_id.clone(),
+            record.state,
+            record.queue.clone(),
+            at,
+        )
+    };
+    let described_links = |links: &[sigloop::storage::LinkedLoop]| -> Vec<_> {
+        links
+            .iter()
+            .map(|linked| {
+                (
+                    linked.loop_id.clone(),
+                    linked.kind,
+                    linked.account_id.clone(),
+                    linked.state,
+                    linked.queue.clone(),
+                    linked.linked_at,
+                )
+            })
+            .collect()
+    };
+    let expected: HashMap<String, Vec<_>> = HashMap::from([
+        (
+            journey.id.clone(),
+            vec![
+                described(&zeta_acknowledged, 5_000),
+                described(&acme, 6_000),
+            ],
+        ),
+        (acme.id.clone(), vec![described(&journey, 6_000)]),
+        (zeta.id.clone(), vec![described(&journey, 5_000)]),
+        (unlinked.id.clone(), vec![]),
+    ]);
+    for (id, links) in &expected {
+        let detail = storage.loop_detail(id).await.unwrap().expect("stored");
+        assert_eq!(
+            &described_links(&detail.links),
+            links,
+            "loop_detail of {id}"
+        );
+    }
+    let exported = storage.export().await.unwrap();
+    assert_eq!(exported.len(), 4);
+    for detail in &exported {
+        assert_eq!(
+            described_links(&detail.links),
+            expected[&detail.record.id],
+            "export of {}",
+            detail.record.id
+        );
+    }
+}
+
+async fn a_trace_journey_stored_compact_reads_back_in_the_object_form(storage: &dyn Storage) {
+    let record = account_loop("acme", "billing", 1);
+    let older = account_loop("acme", "adoption", 1);
+    let object = json!({
+        "stage": "onboarding",
+        "stage_from": "account",
+        "tag": "billing",
+        "touchpoint": "email",
+        "windows": [
+            {"window": "day", "start": "2026-03-04T00:00:00.000Z"},
+            {"window": "week", "start": "2026-03-02T00:00:00.000Z"},
+        ],
+    });
+    let effects = BatchEffects {
+        traces: vec![
+            (
+                record.id.clone(),
+                json!({
+                    "detector": "negative-ticket",
+                    "journey": [
+                        "onboarding",
+                        "account",
+                        "billing",
+                        "email",
+                        [["day", 1_772_582_400_000_i64], ["week", 1_772_409_600_000_i64]],
+                    ],
+                })
+                .to_string(),
+            ),
+            // As traces were stored before the compact form.
+            (
+                older.id.clone(),
+                json!({"detector": "negative-ticket", "journey": object}).to_string(),
+            ),
+        ],
+        ..batch_with_loops(1, [record.clone(), older.clone()])
+    };
+    storage.commit_batch(&effects, 2_000).await.unwrap();
+    let expected = json!({"detector": "negative-ticket", "journey": object});
+    for id in [&record.id, &older.id] {
+        let detail = storage.loop_detail(id).await.unwrap().expect("stored");
+        assert_eq!(
+            detail.trace.as_ref(),
+            Some(&expected),
+            "loop_detail of {id}"
+        );
+    }
+    for detail in storage.export().await.unwrap() {
+        assert_eq!(detail.trace, Some(expected.clone()), "export");
     }
 }
 

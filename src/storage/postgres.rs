@@ -26,12 +26,12 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Postgres, QueryBuilder, Row, Transaction};
 
 use super::shared::{
-    bucket_from_row, corrupt, fenced_lease, fenced_offset, figure_values, group_key, linked,
-    scopes_text, token_from_row, trace_from_stored, GroupKey, TOKEN_COLUMNS,
+    bucket_from_row, corrupt, export_details, fenced_lease, fenced_offset, figure_values,
+    group_key, linked, scopes_text, token_from_row, trace_from_stored, GroupKey, TOKEN_COLUMNS,
 };
 use super::{
     AccountView, AppendEntry, AppendOutcome, DeadLetterRow, JourneyDimension, JourneyGroup,
-    JourneyQuery, LinkedLoop, LoopDetail, LoopFilter, LoopPage, NewDeadLetter, NewToken, OutboxRow,
+    JourneyQuery, LoopDetail, LoopFilter, LoopPage, NewDeadLetter, NewToken, OutboxRow,
     PurgeCounts, QueueSummary, StageSignals, Storage, StorageError, StoredOffset, TokenRow,
     MAX_DEAD_LETTER_PAYLOAD,
 };
@@ -1793,51 +1793,38 @@ impl Storage for PostgresStorage {
                 .or_default()
                 .push(entry);
         }
-        let mut links: HashMap<String, Vec<LinkedLoop>> = HashMap::new();
-        for row in sqlx::query(
-            "SELECT loop_links.at AS at, journey.record AS journey_record, account.record AS account_record \
-             FROM loop_links JOIN loops AS journey ON journey.id = loop_links.journey_loop \
-             JOIN loops AS account ON account.id = loop_links.account_loop \
-             ORDER BY loop_links.at, loop_links.journey_loop, loop_links.account_loop",
+        let links = sqlx::query(
+            "SELECT journey_loop, account_loop, at FROM loop_links \
+             ORDER BY at, journey_loop, account_loop",
         )
         .fetch_all(&mut *transaction)
         .await?
-        {
-            let at: Millis = row.try_get("at")?;
-            let journey: LoopRecord = json_column(&row, "journey_record", "loop record")?;
-            let account: LoopRecord = json_column(&row, "account_record", "loop record")?;
-            links
-                .entry(journey.id.clone())
-                .or_default()
-                .push(linked(&account, at));
-            links
-                .entry(account.id.clone())
-                .or_default()
-                .push(linked(&journey, at));
-        }
-        let rows = sqlx::query(
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get("journey_loop")?,
+                row.try_get("account_loop")?,
+                row.try_get("at")?,
+            ))
+        })
+        .collect::<Result<Vec<_>, StorageError>>()?;
+        let loops = sqlx::query(
             "SELECT record, trace FROM loops LEFT JOIN loop_traces ON loop_traces.loop_id = loops.id \
              ORDER BY key, generation",
         )
         .fetch_all(&mut *transaction)
-        .await?;
+        .await?
+        .iter()
+        .map(|row| {
+            let trace = row
+                .try_get::<Option<&str>, _>("trace")?
+                .map(trace_from_stored)
+                .transpose()?;
+            Ok((loop_from_row(row)?, trace))
+        })
+        .collect::<Result<Vec<_>, StorageError>>()?;
         transaction.commit().await?;
-        rows.iter()
-            .map(|row| {
-                let record = loop_from_row(row)?;
-                let trace = row
-                    .try_get::<Option<&str>, _>("trace")?
-                    .map(trace_from_stored)
-                    .transpose()?;
-                Ok(LoopDetail {
-                    history: history.remove(&record.id).unwrap_or_default(),
-                    evidence: evidence.remove(&record.id).unwrap_or_default(),
-                    links: links.remove(&record.id).unwrap_or_default(),
-                    record,
-                    trace,
-                })
-            })
-            .collect()
+        Ok(export_details(loops, history, evidence, links))
     }
 
     async fn source_offsets(&self) -> Result<Vec<StoredOffset>, StorageError> {

@@ -1,12 +1,17 @@
 //! What the SQLite and PostgreSQL backends share: error constructors, the journey figures' column
-//! values, the row readers that only need text and integer columns, and the link view.
+//! values, the row readers that only need text and integer columns, the link view, and the assembly
+//! of an export.
+
+use std::collections::HashMap;
 
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
-use super::{JourneyDimension, JourneyQuery, LinkedLoop, NewToken, StorageError, TokenRow};
+use super::{
+    JourneyDimension, JourneyQuery, LinkedLoop, LoopDetail, NewToken, StorageError, TokenRow,
+};
 use crate::domain::Millis;
 use crate::journey::{BucketKey, Figures};
-use crate::loops::LoopRecord;
+use crate::loops::{EvidenceRow, HistoryRow, LoopRecord};
 use crate::pipeline::core::OffsetAdvance;
 
 pub(super) fn corrupt(what: &str, error: impl std::fmt::Display) -> StorageError {
@@ -152,4 +157,47 @@ pub(super) fn trace_from_stored(text: &str) -> Result<serde_json::Value, Storage
             .map_err(|error| corrupt("trace journey", error))?;
     }
     Ok(trace)
+}
+
+/// Export's last step, shared by both backends: each loop with its trace, history, evidence and links.
+/// `links` are the stored (journey loop, account loop, linked at) rows in export order; each side of
+/// a link is described from the loop records already read, so no record is parsed twice. A link whose
+/// loop is missing is left out, as an inner join would.
+pub(super) fn export_details(
+    loops: Vec<(LoopRecord, Option<serde_json::Value>)>,
+    mut history: HashMap<String, Vec<HistoryRow>>,
+    mut evidence: HashMap<String, Vec<EvidenceRow>>,
+    links: Vec<(String, String, Millis)>,
+) -> Vec<LoopDetail> {
+    let by_id: HashMap<&str, &LoopRecord> = loops
+        .iter()
+        .map(|(record, _)| (record.id.as_str(), record))
+        .collect();
+    let mut linked_loops: HashMap<String, Vec<LinkedLoop>> = HashMap::new();
+    for (journey_loop, account_loop, at) in &links {
+        let (Some(journey), Some(account)) = (
+            by_id.get(journey_loop.as_str()),
+            by_id.get(account_loop.as_str()),
+        ) else {
+            continue;
+        };
+        linked_loops
+            .entry(journey_loop.clone())
+            .or_default()
+            .push(linked(account, *at));
+        linked_loops
+            .entry(account_loop.clone())
+            .or_default()
+            .push(linked(journey, *at));
+    }
+    loops
+        .into_iter()
+        .map(|(record, trace)| LoopDetail {
+            history: history.remove(&record.id).unwrap_or_default(),
+            evidence: evidence.remove(&record.id).unwrap_or_default(),
+            links: linked_loops.remove(&record.id).unwrap_or_default(),
+            record,
+            trace,
+        })
+        .collect()
 }

@@ -17,8 +17,8 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite};
 
 use super::shared::{
-    bucket_from_row, corrupt, fenced_lease, fenced_offset, figure_values, group_key, linked,
-    scopes_text, token_from_row, trace_from_stored, GroupKey, TOKEN_COLUMNS,
+    bucket_from_row, corrupt, export_details, fenced_lease, fenced_offset, figure_values,
+    group_key, linked, scopes_text, token_from_row, trace_from_stored, GroupKey, TOKEN_COLUMNS,
 };
 use super::{
     AccountView, AppendEntry, AppendOutcome, DeadLetterRow, JourneyDimension, JourneyGroup,
@@ -1194,49 +1194,32 @@ impl Storage for SqliteStorage {
                 .or_default()
                 .push(entry);
         }
-        let mut links: HashMap<String, Vec<LinkedLoop>> = HashMap::new();
-        for row in sqlx::query(
-            "SELECT loop_links.journey_loop AS journey_loop, loop_links.account_loop AS account_loop, \
-             loop_links.at AS at, journey.record AS journey_record, account.record AS account_record \
-             FROM loop_links JOIN loops AS journey ON journey.id = loop_links.journey_loop \
-             JOIN loops AS account ON account.id = loop_links.account_loop \
-             ORDER BY loop_links.at, loop_links.journey_loop, loop_links.account_loop",
+        let links = sqlx::query(
+            "SELECT journey_loop, account_loop, at FROM loop_links \
+             ORDER BY at, journey_loop, account_loop",
         )
         .fetch_all(&self.reader)
         .await?
-        {
-            let at: Millis = row.try_get("at")?;
-            let journey: LoopRecord = serde_json::from_str(row.try_get("journey_record")?)
-                .map_err(|error| corrupt("loop record", error))?;
-            let account: LoopRecord = serde_json::from_str(row.try_get("account_record")?)
-                .map_err(|error| corrupt("loop record", error))?;
-            links
-                .entry(journey.id.clone())
-                .or_default()
-                .push(linked(&account, at));
-            links
-                .entry(account.id.clone())
-                .or_default()
-                .push(linked(&journey, at));
-        }
-        let rows = sqlx::query("SELECT record, trace FROM loops LEFT JOIN loop_traces ON loop_traces.loop_id = loops.id \
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get("journey_loop")?,
+                row.try_get("account_loop")?,
+                row.try_get("at")?,
+            ))
+        })
+        .collect::<Result<Vec<_>, StorageError>>()?;
+        let loops = sqlx::query("SELECT record, trace FROM loops LEFT JOIN loop_traces ON loop_traces.loop_id = loops.id \
              ORDER BY key, generation")
             .fetch_all(&self.reader)
-            .await?;
-        rows.iter()
+            .await?
+            .iter()
             .map(|row| {
-                let record = loop_from_row(row)?;
                 let trace: Option<String> = row.try_get("trace")?;
-                let trace = trace.map(|text| trace_from_stored(&text)).transpose()?;
-                Ok(LoopDetail {
-                    history: history.remove(&record.id).unwrap_or_default(),
-                    evidence: evidence.remove(&record.id).unwrap_or_default(),
-                    links: links.remove(&record.id).unwrap_or_default(),
-                    record,
-                    trace,
-                })
+                Ok((loop_from_row(row)?, trace.map(|text| trace_from_stored(&text)).transpose()?))
             })
-            .collect()
+            .collect::<Result<Vec<_>, StorageError>>()?;
+        Ok(export_details(loops, history, evidence, links))
     }
 
     async fn journey_snapshot(&self, lookback: Millis) -> Result<JourneySnapshot, StorageError> {
