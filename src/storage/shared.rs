@@ -159,6 +159,25 @@ pub(super) fn trace_from_stored(text: &str) -> Result<serde_json::Value, Storage
     Ok(trace)
 }
 
+/// Every link row, in the order an export lists each loop's links.
+pub(super) const EXPORT_LINKS: &str =
+    "SELECT journey_loop, account_loop, at FROM loop_links ORDER BY at, journey_loop, account_loop";
+
+/// A row of [`EXPORT_LINKS`]: (journey loop, account loop, linked at).
+pub(super) fn export_link_from_row<R>(row: &R) -> Result<(String, String, Millis), StorageError>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok((
+        row.try_get("journey_loop")?,
+        row.try_get("account_loop")?,
+        row.try_get("at")?,
+    ))
+}
+
 /// Export's last step, shared by both backends: each loop with its trace, history, evidence and links.
 /// `links` are the stored (journey loop, account loop, linked at) rows in export order; each side of
 /// a link is described from the loop records already read, so no record is parsed twice. A link whose

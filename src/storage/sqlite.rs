@@ -17,8 +17,9 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite};
 
 use super::shared::{
-    bucket_from_row, corrupt, export_details, fenced_lease, fenced_offset, figure_values,
-    group_key, linked, scopes_text, token_from_row, trace_from_stored, GroupKey, TOKEN_COLUMNS,
+    bucket_from_row, corrupt, export_details, export_link_from_row, fenced_lease, fenced_offset,
+    figure_values, group_key, linked, scopes_text, token_from_row, trace_from_stored, GroupKey,
+    EXPORT_LINKS, TOKEN_COLUMNS,
 };
 use super::{
     AccountView, AppendEntry, AppendOutcome, DeadLetterRow, JourneyDimension, JourneyGroup,
@@ -1194,21 +1195,12 @@ impl Storage for SqliteStorage {
                 .or_default()
                 .push(entry);
         }
-        let links = sqlx::query(
-            "SELECT journey_loop, account_loop, at FROM loop_links \
-             ORDER BY at, journey_loop, account_loop",
-        )
-        .fetch_all(&self.reader)
-        .await?
-        .iter()
-        .map(|row| {
-            Ok((
-                row.try_get("journey_loop")?,
-                row.try_get("account_loop")?,
-                row.try_get("at")?,
-            ))
-        })
-        .collect::<Result<Vec<_>, StorageError>>()?;
+        let links = sqlx::query(EXPORT_LINKS)
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(export_link_from_row)
+            .collect::<Result<Vec<_>, StorageError>>()?;
         let loops = sqlx::query("SELECT record, trace FROM loops LEFT JOIN loop_traces ON loop_traces.loop_id = loops.id \
              ORDER BY key, generation")
             .fetch_all(&self.reader)
