@@ -1644,20 +1644,24 @@ impl Storage for PostgresStorage {
                 .iter()
                 .map(|row| json_column::<EvidenceRow>(row, "record", "evidence"))
                 .collect::<Result<Vec<_>, _>>()?;
-        let statement = match record.kind {
-            SignalKind::Account => {
-                "SELECT loop_links.at AS at, loops.record AS record FROM loop_links \
-                 JOIN loops ON loops.id = loop_links.journey_loop \
-                 WHERE loop_links.account_loop = $1 ORDER BY loop_links.at, loops.id"
-            }
-            SignalKind::Journey => {
+        let query = match record.kind {
+            // Through the journey loops of the account loop's tag (`loops_journey_tag`): every
+            // link joins loops of one tag.
+            SignalKind::Account => sqlx::query(
+                "SELECT loop_links.at AS at, loops.record AS record FROM loops \
+                 JOIN loop_links ON loop_links.journey_loop = loops.id AND loop_links.account_loop = $1 \
+                 WHERE loops.kind = 'journey' AND loops.tag = $2 ORDER BY loop_links.at, loops.id",
+            )
+            .bind(&record.id)
+            .bind(&record.tag),
+            SignalKind::Journey => sqlx::query(
                 "SELECT loop_links.at AS at, loops.record AS record FROM loop_links \
                  JOIN loops ON loops.id = loop_links.account_loop \
-                 WHERE loop_links.journey_loop = $1 ORDER BY loop_links.at, loops.id"
-            }
+                 WHERE loop_links.journey_loop = $1 ORDER BY loop_links.at, loops.id",
+            )
+            .bind(&record.id),
         };
-        let links = sqlx::query(statement)
-            .bind(&record.id)
+        let links = query
             .fetch_all(&mut *transaction)
             .await?
             .iter()
