@@ -210,7 +210,7 @@ pub mod stored_feed {
 
     /// For `#[serde(with = "stored_feed")]` on an `Option<Feed>`.
     pub fn serialize<S: Serializer>(feed: &Option<Feed>, serializer: S) -> Result<S::Ok, S::Error> {
-        feed.as_ref().map(compact).serialize(serializer)
+        serialize_ref(&feed.as_ref(), serializer)
     }
 
     /// For `#[serde(serialize_with = "stored_feed::serialize_ref")]` on an `Option<&Feed>`.
