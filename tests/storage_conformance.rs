@@ -3218,6 +3218,117 @@ async fn sqlite_keeps_only_the_hash_of_a_token_secret_in_its_files() {
     assert!(!after_checkpoint.contains(&secret[4..]));
 }
 
+/// Outside the trait, on purpose: a database written before migration 0008 held one account-set row
+/// per (bucket, account) pair. The migration packs them into one row per bucket, and every distinct
+/// count reads as before, then grows with the batches written afterwards.
+#[tokio::test]
+async fn a_sqlite_database_with_account_pairs_keeps_its_distinct_accounts_once_the_migration_packs_them(
+) {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("sigloop.db");
+    // The migrations before 0008, run from a copy of their files as the earlier sigloop ran them.
+    let earlier = directory.path().join("migrations");
+    std::fs::create_dir(&earlier).unwrap();
+    for entry in
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite")).unwrap()
+    {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        if name.as_str() < "0008" {
+            std::fs::copy(entry.path(), earlier.join(&name)).unwrap();
+        }
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str("sqlite:")
+        .unwrap()
+        .filename(&path)
+        .create_if_missing(true);
+    let mut connection = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(earlier.as_path())
+        .await
+        .unwrap()
+        .run(&mut connection)
+        .await
+        .unwrap();
+    // Two buckets as the earlier layout wrote them: a1 is written twice, as after a restart.
+    let buckets = [
+        ("onboarding", "billing", "email", 3, &["a1", "a2", "a1"][..]),
+        ("renewal", "pricing", "call", 1, &["a3"][..]),
+    ];
+    for (stage, tag, touchpoint, events, accounts) in buckets {
+        sqlx::query(
+            "INSERT INTO journey_buckets VALUES (?, ?, ?, ?, 'processor', ?, 0, 0, 0, 0, 0, 0, 0, 0, 0)",
+        )
+        .bind(JOURNEY_MONDAY)
+        .bind(stage)
+        .bind(tag)
+        .bind(touchpoint)
+        .bind(events)
+        .execute(&mut connection)
+        .await
+        .unwrap();
+        for account in accounts {
+            sqlx::query("INSERT INTO journey_accounts VALUES (?, ?, ?, ?, ?)")
+                .bind(JOURNEY_MONDAY)
+                .bind(stage)
+                .bind(tag)
+                .bind(touchpoint)
+                .bind(account)
+                .execute(&mut connection)
+                .await
+                .unwrap();
+        }
+    }
+    connection.close().await.unwrap();
+
+    let storage = SqliteStorage::open(&path, Synchronous::Full).await.unwrap();
+    assert_eq!(stage_figures(&storage, "onboarding").await, (figures(3), 2));
+    assert_eq!(stage_figures(&storage, "renewal").await, (figures(1), 1));
+    // A batch after the upgrade: a1 again, and a4 for the first time.
+    storage
+        .commit_batch(
+            &journey_batch(
+                1,
+                vec![delta(
+                    bucket(0, "onboarding", "billing", "email"),
+                    2,
+                    0,
+                    &["a1", "a4"],
+                )],
+            ),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(stage_figures(&storage, "onboarding").await, (figures(5), 3));
+    let snapshot = storage.journey_snapshot(7 * MILLIS_PER_DAY).await.unwrap();
+    let mut pairs: Vec<(String, String)> = snapshot
+        .accounts
+        .iter()
+        .map(|(key, account)| (key.stage.clone(), account.as_str().to_owned()))
+        .collect();
+    pairs.sort();
+    pairs.dedup();
+    let expected = [
+        ("onboarding", "a1"),
+        ("onboarding", "a2"),
+        ("onboarding", "a4"),
+        ("renewal", "a3"),
+    ]
+    .map(|(stage, account)| (stage.to_owned(), account.to_owned()));
+    assert_eq!(pairs, expected);
+    storage.close().await;
+}
+
+/// Figures with only an event count, as the upgrade test writes them.
+fn figures(events: u64) -> Figures {
+    Figures {
+        events,
+        ..Figures::default()
+    }
+}
+
 #[tokio::test]
 async fn postgres_keeps_only_the_hash_of_a_token_secret_in_its_table() {
     let backend = postgres().await.expect("PostgreSQL is configured");

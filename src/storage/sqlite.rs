@@ -160,19 +160,37 @@ const FIGURE_COLUMNS: [&str; 10] = [
     "ces_sum",
 ];
 
-/// Appends a batch's journey rows (a JSON array of [start, stage, tag, touchpoint, figures...]) as the
-/// contributor's deltas.
+/// A batch's journey row as bound for `JOURNEY_DELTAS_INSERT`: start, stage, tag, touchpoint, the
+/// figures in `FIGURE_COLUMNS` order, and the accounts first seen in the bucket (null when none).
+type DeltaRow<'a> = (
+    Millis,
+    &'a str,
+    &'a str,
+    &'a str,
+    [i64; 10],
+    Option<Vec<&'a str>>,
+);
+
+/// Appends a batch's journey rows (a JSON array of `DeltaRow`s) as the contributor's deltas. The
+/// accounts stay packed in their row, as the JSON text of their array.
 static JOURNEY_DELTAS_INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let values: Vec<String> = (0..FIGURE_COLUMNS.len())
-        .map(|index| format!("value ->> {}", index + 4))
+        .map(|index| format!("value ->> '$[4][{index}]'"))
         .collect();
     format!(
-        "INSERT INTO journey_bucket_deltas (start, stage, tag, touchpoint, contributor, {}) \
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, ?1, {} FROM json_each(?2)",
+        "INSERT INTO journey_bucket_deltas (start, stage, tag, touchpoint, contributor, {}, accounts) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, ?1, {}, value ->> 5 FROM json_each(?2)",
         FIGURE_COLUMNS.join(", "),
         values.join(", "),
     )
 });
+
+/// Packs the accounts of every delta row into one account-set row per bucket (a pair written twice
+/// is packed once).
+const JOURNEY_ACCOUNTS_FOLD: &str = "INSERT INTO journey_account_sets (start, stage, tag, touchpoint, accounts) \
+     SELECT deltas.start, deltas.stage, deltas.tag, deltas.touchpoint, json_group_array(DISTINCT accounts.value) \
+     FROM journey_bucket_deltas AS deltas, json_each(deltas.accounts) AS accounts \
+     GROUP BY deltas.start, deltas.stage, deltas.tag, deltas.touchpoint";
 
 /// Adds every delta row to its bucket's folded row, in key order (so each page is visited once).
 static JOURNEY_DELTAS_FOLD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -619,24 +637,26 @@ impl Storage for SqliteStorage {
         // json_each, which is several times cheaper than binding thousands of parameters into a
         // statement text that changes with every batch's row count.
         if !effects.journey_buckets.is_empty() {
-            let rows: Vec<serde_json::Value> = effects
+            // Tuples serialize as JSON arrays, without building a `serde_json::Value` per row.
+            let rows: Vec<DeltaRow> = effects
                 .journey_buckets
                 .iter()
                 .map(|bucket| {
                     let key = &bucket.key;
-                    let mut row = vec![
-                        serde_json::Value::from(key.start),
-                        key.stage.as_str().into(),
-                        key.tag.as_str().into(),
-                        key.touchpoint.as_str().into(),
-                    ];
-                    row.extend(figure_values(&bucket.figures).map(serde_json::Value::from));
-                    serde_json::Value::Array(row)
+                    (
+                        key.start,
+                        key.stage.as_str(),
+                        key.tag.as_str(),
+                        key.touchpoint.as_str(),
+                        figure_values(&bucket.figures),
+                        (!bucket.accounts.is_empty())
+                            .then(|| bucket.accounts.iter().map(AccountId::as_str).collect()),
+                    )
                 })
                 .collect();
             sqlx::query(&JOURNEY_DELTAS_INSERT)
                 .bind(PROCESSOR)
-                .bind(serde_json::Value::Array(rows).to_string())
+                .bind(to_json(&rows))
                 .execute(&mut *transaction)
                 .await?;
         }
@@ -646,38 +666,13 @@ impl Storage for SqliteStorage {
             + effects.journey_buckets.len();
         let fold = unfolded >= FOLD_DELTAS_AT;
         if fold {
-            sqlx::query(&JOURNEY_DELTAS_FOLD)
-                .execute(&mut *transaction)
-                .await?;
+            for statement in [JOURNEY_DELTAS_FOLD.as_str(), JOURNEY_ACCOUNTS_FOLD] {
+                sqlx::query(statement).execute(&mut *transaction).await?;
+            }
             // Without a WHERE clause SQLite truncates the table: its pages go back whole.
             sqlx::query("DELETE FROM journey_bucket_deltas")
                 .execute(&mut *transaction)
                 .await?;
-        }
-        let accounts: Vec<(Millis, &str, &str, &str, &str)> = effects
-            .journey_buckets
-            .iter()
-            .flat_map(|bucket| {
-                let key = &bucket.key;
-                bucket.accounts.iter().map(move |account_id| {
-                    (
-                        key.start,
-                        key.stage.as_str(),
-                        key.tag.as_str(),
-                        key.touchpoint.as_str(),
-                        account_id.as_str(),
-                    )
-                })
-            })
-            .collect();
-        if !accounts.is_empty() {
-            sqlx::query(
-                "INSERT INTO journey_accounts (start, stage, tag, touchpoint, account_id) \
-                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?)",
-            )
-            .bind(to_json(&accounts))
-            .execute(&mut *transaction)
-            .await?;
         }
         for chunk in effects.journey_fired.chunks(ROWS_PER_STATEMENT) {
             let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
@@ -859,7 +854,7 @@ impl Storage for SqliteStorage {
                 .rows_affected();
         }
         for statement in [
-            "DELETE FROM journey_accounts WHERE start < ?",
+            "DELETE FROM journey_account_sets WHERE start < ?",
             "DELETE FROM journey_fired WHERE start < ?",
         ] {
             sqlx::query(statement)
