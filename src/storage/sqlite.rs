@@ -51,8 +51,9 @@ pub struct SqliteStorage {
     unfolded_deltas: std::sync::atomic::AtomicUsize,
 }
 
-/// Unfolded journey delta rows past which a commit folds them into `journey_buckets`: often enough
-/// that queries sum few deltas, rarely enough that each bucket is rewritten once per many batches.
+/// Unfolded journey delta rows past which a commit folds them into `journey_buckets` (and packs their
+/// accounts into `journey_account_sets`): often enough that queries sum few deltas, rarely enough
+/// that each bucket is rewritten once per many batches.
 const FOLD_DELTAS_AT: usize = 32_768;
 
 impl SqliteStorage {
@@ -633,9 +634,9 @@ impl Storage for SqliteStorage {
             builder.push(" ON CONFLICT (account_id, tag) DO UPDATE SET times = excluded.times");
             builder.build().execute(&mut *transaction).await?;
         }
-        // One JSON array bound to one cached statement per table: SQLite unpacks the rows with
-        // json_each, which is several times cheaper than binding thousands of parameters into a
-        // statement text that changes with every batch's row count.
+        // One JSON array bound to one cached statement: SQLite unpacks the rows with json_each,
+        // which is several times cheaper than binding thousands of parameters into a statement
+        // text that changes with every batch's row count.
         if !effects.journey_buckets.is_empty() {
             // Tuples serialize as JSON arrays, without building a `serde_json::Value` per row.
             let rows: Vec<DeltaRow> = effects
