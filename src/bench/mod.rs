@@ -95,6 +95,8 @@ fn key_value(text: &str) -> Result<(String, String), String> {
 /// The figures of one end-to-end run.
 struct EndToEnd {
     processed_rate: f64,
+    /// The server's CPU time (user and system, all threads) per event, in microseconds.
+    cpu_per_event: Option<f64>,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -150,6 +152,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             // figure, and the best run of each side is printed beside it.
             let rounds = args.rounds.max(1);
             let mut shares = Vec::with_capacity(rounds);
+            let mut cpu_shares = Vec::with_capacity(rounds);
             let (mut best_with, mut best_without) = (0.0f64, 0.0f64);
             for round in 0..rounds {
                 let order = if round % 2 == 0 {
@@ -158,19 +161,28 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                     [false, true]
                 };
                 let (mut with, mut without) = (0.0f64, 0.0f64);
+                let (mut cpu_with, mut cpu_without) = (None, None);
                 for journeys in order {
-                    let rate = end_to_end(&args, &lines, journeys).await?.processed_rate;
+                    let run = end_to_end(&args, &lines, journeys).await?;
                     if journeys {
-                        with = rate;
+                        (with, cpu_with) = (run.processed_rate, run.cpu_per_event);
                     } else {
-                        without = rate;
+                        (without, cpu_without) = (run.processed_rate, run.cpu_per_event);
                     }
                 }
                 let share = (1.0 - with / without) * 100.0;
-                println!(
+                print!(
                     "round {} of {rounds}: {with:.0} events/s with journeys, {without:.0} without: journeys cost {share:.1}%",
                     round + 1
                 );
+                if let (Some(cpu_with), Some(cpu_without)) = (cpu_with, cpu_without) {
+                    let cpu_share = (cpu_with / cpu_without - 1.0) * 100.0;
+                    print!(
+                        "; server CPU {cpu_with:.1} us per event with, {cpu_without:.1} without: {cpu_share:+.1}%"
+                    );
+                    cpu_shares.push(cpu_share);
+                }
+                println!();
                 shares.push(share);
                 best_with = best_with.max(with);
                 best_without = best_without.max(without);
@@ -180,6 +192,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 "journeys (aggregation + journey detection) cost {:.1}% of the end-to-end events/s (median of {rounds} rounds; each round runs both sides back to back, alternating which goes first; best runs: {best_with:.0} with, {best_without:.0} without)",
                 percentile(&shares, 0.5),
             );
+            // CPU time moves far less than a rate with the machine's speed from run to run (I/O
+            // waits and other processes do not count), so it is printed beside the figure.
+            if cpu_shares.len() == rounds {
+                cpu_shares.sort_by(f64::total_cmp);
+                println!(
+                    "journeys add {:+.1}% to the server's CPU time per event (median of {rounds} rounds)",
+                    percentile(&cpu_shares, 0.5),
+                );
+            }
         }
     }
     stages(&lines)?;
@@ -312,6 +333,7 @@ async fn end_to_end(
     let (mut latencies, offset, finished_at) = watcher.await?;
     let elapsed = finished_at.duration_since(started);
     let peak_rss = peak_rss_kib(pid);
+    let cpu = cpu_seconds(pid);
     child.kill().await.ok();
     latencies.sort_by(f64::total_cmp);
     println!(
@@ -345,9 +367,31 @@ async fn end_to_end(
         ),
         None => println!("  server peak RSS:               unavailable"),
     }
+    let cpu_per_event = cpu.map(|seconds| seconds * 1e6 / lines.len() as f64);
+    match (cpu, cpu_per_event) {
+        (Some(seconds), Some(per_event)) => println!(
+            "  server CPU time:               {seconds:.1} s ({per_event:.1} us per event)"
+        ),
+        _ => println!("  server CPU time:               unavailable"),
+    }
     Ok(EndToEnd {
         processed_rate: lines.len() as f64 / elapsed.as_secs_f64(),
+        cpu_per_event,
     })
+}
+
+/// The CPU time a process has used so far, user and system over all its threads: fields 14 and 15
+/// of `/proc/{pid}/stat`, in clock ticks.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: fields are counted from
+    // the state (field 3) after it.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let system: u64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (ticks > 0).then(|| (user + system) as f64 / ticks as f64)
 }
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
@@ -487,4 +531,24 @@ fn stages(lines: &[String]) -> anyhow::Result<()> {
         (core_rate_without / core_rate - 1.0) * 100.0
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_time_of_a_process_is_read_from_proc_and_grows_with_work() {
+        let pid = std::process::id();
+        let before = cpu_seconds(pid).expect("this process's /proc stat");
+        // Enough work for several clock ticks (10 ms each at the usual 100 Hz).
+        let started = Instant::now();
+        let mut sum = 0u64;
+        while started.elapsed() < std::time::Duration::from_millis(200) {
+            sum = std::hint::black_box(sum.wrapping_add(1));
+        }
+        let after = cpu_seconds(pid).expect("this process's /proc stat");
+        assert!(after > before, "{before} s, then {after} s");
+        assert_eq!(cpu_seconds(u32::MAX), None, "no such process");
+    }
 }
