@@ -43,8 +43,9 @@ const PROCESSOR: &str = "processor";
 /// The row counts of multi-row statements, largest first. A batch's rows go in chunks of these sizes
 /// (255 rows: 128, 64, 32, 16, 8, 4, 2, 1), so each statement's text takes one of nine shapes and
 /// stays prepared in the connection's statement cache, instead of being parsed and planned again
-/// for every batch's row count (a quarter of the journey cost of a replay, measured). 256 rows of
-/// the widest table bind 4,096 parameters, well under SQLite's limit of 32,766.
+/// for every batch's new row count. Together with the journey deltas bound as columns, this took 43% off the instructions journeys add
+/// to a replay, and 3% off a replay without journeys (callgrind, README). 256 rows of the widest
+/// table bind 4,096 parameters, well under SQLite's limit of 32,766.
 const STATEMENT_ROWS: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
 
 /// Splits `rows` into chunks of `STATEMENT_ROWS` sizes, largest first.
@@ -637,7 +638,8 @@ impl Storage for SqliteStorage {
             builder.build().execute(&mut *transaction).await?;
         }
         // Bound as plain columns: unpacking a JSON array with json_each rendered each row's JSON
-        // again for every column read from it, which cost twice as much as binding (measured).
+        // again for every column read from it (timed over a replay of 330,000 events: 2.3 s for the
+        // JSON statement, 1.0 s bound).
         for chunk in statement_chunks(&effects.journey_buckets) {
             let mut builder: QueryBuilder<Sqlite> =
                 QueryBuilder::new(JOURNEY_DELTAS_INSERT.as_str());
