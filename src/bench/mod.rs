@@ -368,11 +368,11 @@ async fn end_to_end(
         None => println!("  server peak RSS:               unavailable"),
     }
     let cpu_per_event = cpu.map(|seconds| seconds * 1e6 / lines.len() as f64);
-    match (cpu, cpu_per_event) {
-        (Some(seconds), Some(per_event)) => println!(
+    match cpu.zip(cpu_per_event) {
+        Some((seconds, per_event)) => println!(
             "  server CPU time:               {seconds:.1} s ({per_event:.1} us per event)"
         ),
-        _ => println!("  server CPU time:               unavailable"),
+        None => println!("  server CPU time:               unavailable"),
     }
     Ok(EndToEnd {
         processed_rate: lines.len() as f64 / elapsed.as_secs_f64(),

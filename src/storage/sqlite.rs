@@ -43,9 +43,10 @@ const PROCESSOR: &str = "processor";
 /// The row counts of multi-row statements, largest first. A batch's rows go in chunks of these sizes
 /// (255 rows: 128, 64, 32, 16, 8, 4, 2, 1), so each statement's text takes one of nine shapes and
 /// stays prepared in the connection's statement cache, instead of being parsed and planned again
-/// for every batch's new row count. Together with the journey deltas bound as columns, this took 43% off the instructions journeys add
-/// to a replay, and 3% off a replay without journeys (callgrind, README). 256 rows of the widest
-/// table bind 4,096 parameters, well under SQLite's limit of 32,766.
+/// for every batch's new row count. Together with the journey deltas bound as columns, this took
+/// 43% off the instructions journeys add to a replay, and 3% off a replay without journeys
+/// (callgrind, README). 256 rows of the widest table bind 4,096 parameters, well under SQLite's
+/// limit of 32,766.
 const STATEMENT_ROWS: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
 
 /// Splits `rows` into chunks of `STATEMENT_ROWS` sizes, largest first.
