@@ -2172,7 +2172,8 @@ async fn journey_figures_add_up_over_batches_whatever_the_backend_folds_between_
         .await
         .unwrap();
     // Enough other buckets in one batch to make a backend that batches its writes (SQLite folds
-    // its append-only deltas past 32,768 rows) reorganize them.
+    // its journal past 8,192 deltas) reorganize them: the first batch is folded with this one, the
+    // third stays in the journal.
     let many: Vec<BucketDelta> = (0..40_000)
         .map(|index| {
             delta(
@@ -2294,12 +2295,9 @@ async fn journey_snapshot_returns_summed_rows_from_the_lookback_and_purge_remove
         .purge(0, JOURNEY_MONDAY + 10 * MILLIS_PER_DAY)
         .await
         .unwrap();
-    // Stored rows, not buckets: SQLite keeps day 0 as the two batches' partial rows until it folds
-    // them, PostgreSQL merges them into one row as it upserts.
-    assert!(
-        (1..=2).contains(&counts.journey_buckets),
-        "day 0's one bucket, as one row or two partial rows: {counts:?}"
-    );
+    // Day 0's one bucket: SQLite folds its journal before it purges, PostgreSQL merged the two
+    // batches' rows as it upserted them.
+    assert_eq!(counts.journey_buckets, 1, "{counts:?}");
     let (figures, accounts) = stage_figures(storage, "onboarding").await;
     assert_eq!(figures.events, 1);
     assert_eq!(accounts, 1);
@@ -3226,31 +3224,7 @@ async fn a_sqlite_database_with_account_pairs_keeps_its_distinct_accounts_once_t
 ) {
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("sigloop.db");
-    // The migrations before 0008, run from a copy of their files as the earlier sigloop ran them.
-    let earlier = directory.path().join("migrations");
-    std::fs::create_dir(&earlier).unwrap();
-    for entry in
-        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite")).unwrap()
-    {
-        let entry = entry.unwrap();
-        let name = entry.file_name().into_string().unwrap();
-        if name.as_str() < "0008" {
-            std::fs::copy(entry.path(), earlier.join(&name)).unwrap();
-        }
-    }
-    let options = sqlx::sqlite::SqliteConnectOptions::from_str("sqlite:")
-        .unwrap()
-        .filename(&path)
-        .create_if_missing(true);
-    let mut connection = sqlx::SqliteConnection::connect_with(&options)
-        .await
-        .unwrap();
-    sqlx::migrate::Migrator::new(earlier.as_path())
-        .await
-        .unwrap()
-        .run(&mut connection)
-        .await
-        .unwrap();
+    let mut connection = sqlite_database_before("0008", directory.path(), &path).await;
     // Two buckets as the earlier layout wrote them: a1 is written twice, as after a restart.
     let buckets = [
         ("onboarding", "billing", "email", 3, &["a1", "a2", "a1"][..]),
@@ -3321,7 +3295,182 @@ async fn a_sqlite_database_with_account_pairs_keeps_its_distinct_accounts_once_t
     storage.close().await;
 }
 
-/// Figures with only an event count, as the upgrade test writes them.
+/// A SQLite database at `path` as an earlier sigloop left it: the migrations numbered before
+/// `migration`, run from a copy of their files (in `directory`) as that sigloop ran them.
+async fn sqlite_database_before(
+    migration: &str,
+    directory: &std::path::Path,
+    path: &std::path::Path,
+) -> sqlx::SqliteConnection {
+    let earlier = directory.join("migrations");
+    std::fs::create_dir(&earlier).unwrap();
+    for entry in
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite")).unwrap()
+    {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        if name.as_str() < migration {
+            std::fs::copy(entry.path(), earlier.join(&name)).unwrap();
+        }
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str("sqlite:")
+        .unwrap()
+        .filename(path)
+        .create_if_missing(true);
+    let mut connection = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(earlier.as_path())
+        .await
+        .unwrap()
+        .run(&mut connection)
+        .await
+        .unwrap();
+    connection
+}
+
+/// Outside the trait, on purpose: a database written before migration 0009 kept each batch's
+/// journey deltas as rows of `journey_bucket_deltas`, some folded and some not. The migration folds
+/// what was left, and every figure and distinct count reads as before, then grows with the batches
+/// written to the journal afterwards.
+#[tokio::test]
+async fn a_sqlite_database_with_unfolded_delta_rows_keeps_its_figures_once_the_migration_folds_them(
+) {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("sigloop.db");
+    let mut connection = sqlite_database_before("0009", directory.path(), &path).await;
+    // A folded row and its account set, then two unfolded deltas of the same bucket and one of
+    // another, as the earlier layout wrote them.
+    sqlx::query(
+        "INSERT INTO journey_buckets VALUES (?, 'onboarding', 'billing', 'email', 'processor', 4, 1, 2, 1, 0, 1, 0, 0, 0, 0)",
+    )
+    .bind(JOURNEY_MONDAY)
+    .execute(&mut connection)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO journey_account_sets VALUES (?, 'onboarding', 'billing', 'email', '[\"a1\",\"a2\"]')",
+    )
+    .bind(JOURNEY_MONDAY)
+    .execute(&mut connection)
+    .await
+    .unwrap();
+    for (stage, events, promoters, accounts) in [
+        ("onboarding", 2, 1, Some(r#"["a2","a3"]"#)),
+        ("onboarding", 1, 0, None),
+        ("renewal", 3, 3, Some(r#"["a4"]"#)),
+    ] {
+        sqlx::query(
+            "INSERT INTO journey_bucket_deltas VALUES (?, ?, 'billing', 'email', 'processor', ?, 0, ?, ?, 0, 0, 0, 0, 0, 0, ?)",
+        )
+        .bind(JOURNEY_MONDAY)
+        .bind(stage)
+        .bind(events)
+        .bind(promoters)
+        .bind(promoters)
+        .bind(accounts)
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    }
+    connection.close().await.unwrap();
+
+    let storage = SqliteStorage::open(&path, Synchronous::Full).await.unwrap();
+    let (onboarding, accounts) = stage_figures(&storage, "onboarding").await;
+    assert_eq!(
+        (
+            onboarding.events,
+            onboarding.tickets,
+            onboarding.nps_responses
+        ),
+        (7, 1, 3)
+    );
+    assert_eq!((onboarding.promoters, onboarding.detractors), (2, 1));
+    assert_eq!(accounts, 3);
+    let (renewal, accounts) = stage_figures(&storage, "renewal").await;
+    assert_eq!((renewal.events, renewal.promoters, accounts), (3, 3, 1));
+    // A batch after the upgrade goes to the journal: a3 again, and a5 for the first time.
+    storage
+        .commit_batch(
+            &journey_batch(
+                1,
+                vec![delta(
+                    bucket(0, "onboarding", "billing", "email"),
+                    2,
+                    1,
+                    &["a3", "a5"],
+                )],
+            ),
+            10,
+        )
+        .await
+        .unwrap();
+    let (onboarding, accounts) = stage_figures(&storage, "onboarding").await;
+    assert_eq!(
+        (onboarding.events, onboarding.promoters, accounts),
+        (9, 3, 4)
+    );
+    storage.close().await;
+}
+
+/// Outside the trait, on purpose: the journal's deltas left unfolded when SQLite closes count at
+/// once after it opens again, and are folded (once) by a later commit.
+#[tokio::test]
+async fn a_sqlite_journal_left_unfolded_at_a_restart_counts_once_and_is_folded_by_a_later_commit() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("sigloop.db");
+    let storage = SqliteStorage::open(&path, Synchronous::Full).await.unwrap();
+    // 8,000 deltas: just under the fold threshold of 8,192.
+    let many = |offset: i64, count: usize| {
+        let deltas = (0..count)
+            .map(|index| {
+                delta(
+                    bucket(0, "adoption", &format!("tag-{}", index % 3_000), "web"),
+                    1,
+                    0,
+                    &[format!("a{index}").as_str()],
+                )
+            })
+            .collect();
+        journey_batch(offset, deltas)
+    };
+    storage.commit_batch(&many(1, 8_000), 10).await.unwrap();
+    storage.close().await;
+    let journal_rows = |path: std::path::PathBuf| async move {
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str("sqlite:")
+            .unwrap()
+            .filename(&path);
+        let mut connection = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .unwrap();
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM journey_journal")
+            .fetch_one(&mut connection)
+            .await
+            .unwrap();
+        connection.close().await.unwrap();
+        rows
+    };
+    assert_eq!(journal_rows(path.clone()).await, 1);
+
+    let storage = SqliteStorage::open(&path, Synchronous::Full).await.unwrap();
+    assert_eq!(
+        stage_figures(&storage, "adoption").await,
+        (figures(8_000), 8_000)
+    );
+    // 500 more cross the threshold with the 8,000 counted at open: this commit folds both.
+    storage.commit_batch(&many(2, 500), 20).await.unwrap();
+    storage.close().await;
+    assert_eq!(journal_rows(path.clone()).await, 0);
+    let storage = SqliteStorage::open(&path, Synchronous::Full).await.unwrap();
+    // a0..a499 were in both batches.
+    assert_eq!(
+        stage_figures(&storage, "adoption").await,
+        (figures(8_500), 8_000)
+    );
+    storage.close().await;
+}
+
+/// Figures with only an event count, as the upgrade tests write them.
 fn figures(events: u64) -> Figures {
     Figures {
         events,

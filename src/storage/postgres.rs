@@ -27,8 +27,8 @@ use sqlx::{ConnectOptions, Postgres, QueryBuilder, Row, Transaction};
 
 use super::shared::{
     bucket_from_row, corrupt, export_details, export_link_from_row, fenced_lease, fenced_offset,
-    figure_values, group_key, linked, scopes_text, token_from_row, trace_from_stored, GroupKey,
-    EXPORT_LINKS, TOKEN_COLUMNS,
+    figure_values, figures_from_values, group_key, linked, scopes_text, token_from_row,
+    trace_from_stored, GroupKey, EXPORT_LINKS, TOKEN_COLUMNS,
 };
 use super::{
     AccountView, AppendEntry, AppendOutcome, DeadLetterRow, JourneyDimension, JourneyGroup,
@@ -335,20 +335,7 @@ fn figures_from_row(row: &PgRow) -> Result<Figures, StorageError> {
         let stored = row.try_get::<Option<i64>, _>(column)?.unwrap_or(0);
         *value = u64::try_from(stored).map_err(|error| corrupt("journey figure", error))?;
     }
-    let [events, tickets, nps_responses, promoters, passives, detractors, csat_responses, csat_sum, ces_responses, ces_sum] =
-        values;
-    Ok(Figures {
-        events,
-        tickets,
-        nps_responses,
-        promoters,
-        passives,
-        detractors,
-        csat_responses,
-        csat_sum,
-        ces_responses,
-        ces_sum,
-    })
+    Ok(figures_from_values(values))
 }
 
 /// `AND tag = $n OR (tag > '$n.' AND tag < '$n/')`: the tag itself or its dotted descendants. A

@@ -54,6 +54,24 @@ pub(super) fn figure_values(figures: &Figures) -> [i64; 10] {
     .map(|value| value as i64)
 }
 
+/// The figures from their values in `figure_values` order: the inverse of `figure_values`.
+pub(super) fn figures_from_values(values: [u64; 10]) -> Figures {
+    let [events, tickets, nps_responses, promoters, passives, detractors, csat_responses, csat_sum, ces_responses, ces_sum] =
+        values;
+    Figures {
+        events,
+        tickets,
+        nps_responses,
+        promoters,
+        passives,
+        detractors,
+        csat_responses,
+        csat_sum,
+        ces_responses,
+        ces_sum,
+    }
+}
+
 /// Reads a bucket's key columns from a row of either backend.
 pub(super) fn bucket_from_row<R>(row: &R) -> Result<BucketKey, StorageError>
 where

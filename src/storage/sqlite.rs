@@ -5,7 +5,7 @@
 //! committed state (WAL lets readers run beside the writer). Multi-row statements keep the per-row
 //! cost low: SQLite allows 32,766 bound parameters per statement.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -18,8 +18,8 @@ use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite};
 
 use super::shared::{
     bucket_from_row, corrupt, export_details, export_link_from_row, fenced_lease, fenced_offset,
-    figure_values, group_key, linked, scopes_text, token_from_row, trace_from_stored, GroupKey,
-    EXPORT_LINKS, TOKEN_COLUMNS,
+    figure_values, figures_from_values, group_key, linked, scopes_text, token_from_row,
+    trace_from_stored, GroupKey, EXPORT_LINKS, TOKEN_COLUMNS,
 };
 use super::{
     AccountView, AppendEntry, AppendOutcome, DeadLetterRow, JourneyDimension, JourneyGroup,
@@ -33,7 +33,7 @@ use crate::config::signals::Window;
 use crate::detect::time::{AccountTimer, MetricSeries};
 use crate::detect::RepeatKey;
 use crate::domain::{AccountId, Millis};
-use crate::journey::{Figures, FiredRow, JourneySnapshot};
+use crate::journey::{BucketDelta, BucketKey, Figures, FiredRow, JourneySnapshot};
 use crate::kpi::LoopTiming;
 use crate::loops::{CloseReason, EvidenceRow, HistoryRow, LinkRow, LoopRecord, LoopState};
 use crate::pipeline::core::{BatchEffects, CoreState, EntryKind, LogEntry, OutboxEvent, SignalRow};
@@ -43,10 +43,9 @@ const PROCESSOR: &str = "processor";
 /// The row counts of multi-row statements, largest first. A batch's rows go in chunks of these sizes
 /// (255 rows: 128, 64, 32, 16, 8, 4, 2, 1), so each statement's text takes one of nine shapes and
 /// stays prepared in the connection's statement cache, instead of being parsed and planned again
-/// for every batch's new row count. Together with the journey deltas bound as columns, this took
-/// 43% off the instructions journeys add to a replay, and 3% off a replay without journeys
-/// (callgrind, README). 256 rows of the widest table bind 4,096 parameters, well under SQLite's
-/// limit of 32,766.
+/// for every batch's new row count (3% fewer instructions in a replay without journeys, callgrind,
+/// README). 256 rows of the widest statement (the journey fold's upsert, 15 columns) bind 3,840
+/// parameters, well under SQLite's limit of 32,766.
 const STATEMENT_ROWS: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
 
 /// Splits `rows` into chunks of `STATEMENT_ROWS` sizes, largest first.
@@ -65,15 +64,15 @@ fn statement_chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
 pub struct SqliteStorage {
     writer: SqlitePool,
     reader: SqlitePool,
-    /// Rows in `journey_bucket_deltas` not folded into `journey_buckets` yet (as far as this process
-    /// knows: counted at open, then kept up to date by the commits).
+    /// Journey deltas in `journey_journal` not folded into `journey_buckets` yet (as far as this
+    /// process knows: counted at open, then kept up to date by the commits and purges).
     unfolded_deltas: std::sync::atomic::AtomicUsize,
 }
 
-/// Unfolded journey delta rows past which a commit folds them into `journey_buckets` (and packs their
-/// accounts into `journey_account_sets`): often enough that queries sum few deltas, rarely enough
-/// that each bucket is rewritten once per many batches.
-const FOLD_DELTAS_AT: usize = 32_768;
+/// Unfolded journal deltas past which a commit folds the journal into `journey_buckets` and
+/// `journey_account_sets`: often enough that queries unpack a small journal, rarely enough that each
+/// bucket is rewritten once per many batches.
+const FOLD_DELTAS_AT: usize = 8_192;
 
 impl SqliteStorage {
     /// Opens (creating if missing) the database at `path` and runs the migrations.
@@ -115,9 +114,11 @@ impl SqliteStorage {
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(options.read_only(true).pragma("cache_size", "-4096"))
             .await?;
-        let unfolded: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM journey_bucket_deltas")
-            .fetch_one(&writer)
-            .await?;
+        let unfolded: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(json_array_length(deltas)), 0) FROM journey_journal",
+        )
+        .fetch_one(&writer)
+        .await?;
         Ok(SqliteStorage {
             writer,
             reader,
@@ -180,40 +181,140 @@ const FIGURE_COLUMNS: [&str; 10] = [
     "ces_sum",
 ];
 
-/// The head of the multi-row statement that appends a batch's journey rows as the contributor's
-/// deltas; the accounts first seen in a bucket stay packed in its row, as the JSON text of their array
-/// (NULL when none).
-static JOURNEY_DELTAS_INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+/// One delta of a journal row as written: the flat array of migration 0009, `[start, stage, tag,
+/// touchpoint, the ten figures in `FIGURE_COLUMNS` order, [account_id, ...]]`.
+struct JournalEntry<'a>(&'a BucketDelta);
+
+impl serde::Serialize for JournalEntry<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let BucketDelta {
+            key,
+            figures,
+            accounts,
+        } = self.0;
+        let mut entry = serializer.serialize_tuple(15)?;
+        entry.serialize_element(&key.start)?;
+        entry.serialize_element(&key.stage)?;
+        entry.serialize_element(&key.tag)?;
+        entry.serialize_element(&key.touchpoint)?;
+        for value in figure_values(figures) {
+            entry.serialize_element(&value)?;
+        }
+        entry.serialize_element(accounts)?;
+        entry.end()
+    }
+}
+
+/// Reads a journal row's deltas back.
+fn journal_deltas(text: &str) -> Result<Vec<(BucketKey, Figures, Vec<String>)>, StorageError> {
+    type Flat = (
+        Millis,
+        String,
+        String,
+        String,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        Vec<String>,
+    );
+    let flat: Vec<Flat> =
+        serde_json::from_str(text).map_err(|error| corrupt("journey journal", error))?;
+    Ok(flat
+        .into_iter()
+        .map(
+            |(start, stage, tag, touchpoint, a, b, c, d, e, f, g, h, i, j, accounts)| {
+                let key = BucketKey {
+                    start,
+                    stage,
+                    tag,
+                    touchpoint,
+                };
+                let figures = figures_from_values([a, b, c, d, e, f, g, h, i, j]);
+                (key, figures, accounts)
+            },
+        )
+        .collect())
+}
+
+/// Adds every journal delta to its bucket's folded row in `journey_buckets`, packs the accounts of
+/// each bucket into one `journey_account_sets` row, and empties the journal: all in the caller's
+/// transaction, so a fold is whole or absent.
+async fn fold_journal(connection: &mut sqlx::SqliteConnection) -> Result<(), StorageError> {
+    let texts: Vec<String> = sqlx::query_scalar("SELECT deltas FROM journey_journal ORDER BY seq")
+        .fetch_all(&mut *connection)
+        .await?;
+    // In key order, so that the upserts visit each page of `journey_buckets` once.
+    let mut buckets: BTreeMap<BucketKey, (Figures, BTreeSet<String>)> = BTreeMap::new();
+    for text in &texts {
+        for (key, figures, accounts) in journal_deltas(text)? {
+            let (sum, set) = buckets.entry(key).or_default();
+            sum.add(&figures);
+            set.extend(accounts);
+        }
+    }
+    let buckets: Vec<_> = buckets.into_iter().collect();
+    for chunk in statement_chunks(&buckets) {
+        let mut builder: QueryBuilder<Sqlite> =
+            QueryBuilder::new(JOURNEY_BUCKETS_UPSERT_HEAD.as_str());
+        builder.push_values(chunk, |mut row, (key, (figures, _))| {
+            row.push_bind(key.start)
+                .push_bind(&key.stage)
+                .push_bind(&key.tag)
+                .push_bind(&key.touchpoint)
+                .push_bind(PROCESSOR);
+            for value in figure_values(figures) {
+                row.push_bind(value);
+            }
+        });
+        builder.push(JOURNEY_BUCKETS_UPSERT_TAIL.as_str());
+        builder.build().execute(&mut *connection).await?;
+    }
+    let sets: Vec<_> = buckets
+        .iter()
+        .filter(|(_, (_, accounts))| !accounts.is_empty())
+        .collect();
+    for chunk in statement_chunks(&sets) {
+        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO journey_account_sets (start, stage, tag, touchpoint, accounts) ",
+        );
+        builder.push_values(chunk, |mut row, (key, (_, accounts))| {
+            row.push_bind(key.start)
+                .push_bind(&key.stage)
+                .push_bind(&key.tag)
+                .push_bind(&key.touchpoint)
+                .push_bind(to_json(accounts));
+        });
+        builder.build().execute(&mut *connection).await?;
+    }
+    sqlx::query("DELETE FROM journey_journal")
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
+}
+
+static JOURNEY_BUCKETS_UPSERT_HEAD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "INSERT INTO journey_bucket_deltas (start, stage, tag, touchpoint, contributor, {}, accounts) ",
-        FIGURE_COLUMNS.join(", "),
+        "INSERT INTO journey_buckets (start, stage, tag, touchpoint, contributor, {}) ",
+        FIGURE_COLUMNS.join(", ")
     )
 });
 
-/// Packs the accounts of every delta row into one account-set row per bucket (a pair written twice
-/// is packed once).
-const JOURNEY_ACCOUNTS_FOLD: &str = "INSERT INTO journey_account_sets (start, stage, tag, touchpoint, accounts) \
-     SELECT deltas.start, deltas.stage, deltas.tag, deltas.touchpoint, json_group_array(DISTINCT accounts.value) \
-     FROM journey_bucket_deltas AS deltas, json_each(deltas.accounts) AS accounts \
-     GROUP BY deltas.start, deltas.stage, deltas.tag, deltas.touchpoint";
-
-/// Adds every delta row to its bucket's folded row, in key order (so each page is visited once).
-static JOURNEY_DELTAS_FOLD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+/// Adds the folded figures to the bucket's row when it has one.
+static JOURNEY_BUCKETS_UPSERT_TAIL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let additions: Vec<String> = FIGURE_COLUMNS
         .iter()
         .map(|column| format!("{column} = {column} + excluded.{column}"))
         .collect();
     format!(
-        "INSERT INTO journey_buckets (start, stage, tag, touchpoint, contributor, {}) \
-         SELECT start, stage, tag, touchpoint, contributor, {} FROM journey_bucket_deltas \
-         GROUP BY start, stage, tag, touchpoint, contributor ORDER BY start, stage, tag, touchpoint, contributor \
-         ON CONFLICT (start, stage, tag, touchpoint, contributor) DO UPDATE SET {}",
-        FIGURE_COLUMNS.join(", "),
-        FIGURE_COLUMNS
-            .iter()
-            .map(|column| format!("SUM({column})"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        " ON CONFLICT (start, stage, tag, touchpoint, contributor) DO UPDATE SET {}",
         additions.join(", ")
     )
 });
@@ -233,20 +334,7 @@ fn figures_from_row(row: &SqliteRow) -> Result<Figures, StorageError> {
     for (value, column) in values.iter_mut().zip(FIGURE_COLUMNS) {
         *value = row.try_get::<Option<i64>, _>(column)?.unwrap_or(0) as u64;
     }
-    let [events, tickets, nps_responses, promoters, passives, detractors, csat_responses, csat_sum, ces_responses, ces_sum] =
-        values;
-    Ok(Figures {
-        events,
-        tickets,
-        nps_responses,
-        promoters,
-        passives,
-        detractors,
-        csat_responses,
-        csat_sum,
-        ces_responses,
-        ces_sum,
-    })
+    Ok(figures_from_values(values))
 }
 
 /// `AND ...` filters of a journey query, shared by the figures and the account sets.
@@ -638,25 +726,15 @@ impl Storage for SqliteStorage {
             builder.push(" ON CONFLICT (account_id, tag) DO UPDATE SET times = excluded.times");
             builder.build().execute(&mut *transaction).await?;
         }
-        // Bound as plain columns: unpacking a JSON array with json_each rendered each row's JSON
-        // again for every column read from it (timed over a replay of 330,000 events: 2.3 s for the
-        // JSON statement, 1.0 s bound).
-        for chunk in statement_chunks(&effects.journey_buckets) {
-            let mut builder: QueryBuilder<Sqlite> =
-                QueryBuilder::new(JOURNEY_DELTAS_INSERT.as_str());
-            builder.push_values(chunk, |mut row, bucket| {
-                let key = &bucket.key;
-                row.push_bind(key.start)
-                    .push_bind(key.stage.as_str())
-                    .push_bind(key.tag.as_str())
-                    .push_bind(key.touchpoint.as_str())
-                    .push_bind(PROCESSOR);
-                for value in figure_values(&bucket.figures) {
-                    row.push_bind(value);
-                }
-                row.push_bind((!bucket.accounts.is_empty()).then(|| to_json(&bucket.accounts)));
-            });
-            builder.build().execute(&mut *transaction).await?;
+        // The batch's journey deltas go in one journal row (migration 0009); the fold below adds
+        // them to their buckets from time to time.
+        if !effects.journey_buckets.is_empty() {
+            let entries: Vec<JournalEntry> =
+                effects.journey_buckets.iter().map(JournalEntry).collect();
+            sqlx::query("INSERT INTO journey_journal (deltas) VALUES (?)")
+                .bind(to_json(&entries))
+                .execute(&mut *transaction)
+                .await?;
         }
         let unfolded = self
             .unfolded_deltas
@@ -664,13 +742,7 @@ impl Storage for SqliteStorage {
             + effects.journey_buckets.len();
         let fold = unfolded >= FOLD_DELTAS_AT;
         if fold {
-            for statement in [JOURNEY_DELTAS_FOLD.as_str(), JOURNEY_ACCOUNTS_FOLD] {
-                sqlx::query(statement).execute(&mut *transaction).await?;
-            }
-            // Without a WHERE clause SQLite truncates the table: its pages go back whole.
-            sqlx::query("DELETE FROM journey_bucket_deltas")
-                .execute(&mut *transaction)
-                .await?;
+            fold_journal(&mut transaction).await?;
         }
         for chunk in statement_chunks(&effects.journey_fired) {
             let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
@@ -840,17 +912,13 @@ impl Storage for SqliteStorage {
             .execute(&mut *transaction)
             .await?
             .rows_affected();
-        let mut journey_buckets = 0;
-        for statement in [
-            "DELETE FROM journey_buckets WHERE start < ?",
-            "DELETE FROM journey_bucket_deltas WHERE start < ?",
-        ] {
-            journey_buckets += sqlx::query(statement)
-                .bind(journey_cutoff)
-                .execute(&mut *transaction)
-                .await?
-                .rows_affected();
-        }
+        // The journal's rows mix buckets of every age: folded first, its old buckets go below.
+        fold_journal(&mut transaction).await?;
+        let journey_buckets = sqlx::query("DELETE FROM journey_buckets WHERE start < ?")
+            .bind(journey_cutoff)
+            .execute(&mut *transaction)
+            .await?
+            .rows_affected();
         for statement in [
             "DELETE FROM journey_account_sets WHERE start < ?",
             "DELETE FROM journey_fired WHERE start < ?",
@@ -875,6 +943,8 @@ impl Storage for SqliteStorage {
         .await?
         .rows_affected();
         transaction.commit().await?;
+        self.unfolded_deltas
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         Ok(PurgeCounts {
             events,
             dead_letters,
