@@ -192,6 +192,7 @@ macro_rules! conformance_suite {
             a_failed_entry_in_a_batch_becomes_a_dead_letter_from_the_processor,
             ping_succeeds_on_a_healthy_store,
             journey_figures_add_up_over_batches_whatever_the_backend_folds_between_them,
+            journey_figures_keep_each_of_the_ten_columns_apart_before_and_after_a_fold,
             journey_accounts_are_counted_once_however_often_a_pair_is_written,
             journey_snapshot_returns_summed_rows_from_the_lookback_and_purge_removes_old_journey_rows,
             journey_fleet_merges_the_judged_windows_by_stage_and_tag_with_exact_accounts_markers_and_current_journey_loops,
@@ -2229,6 +2230,75 @@ async fn journey_figures_add_up_over_batches_whatever_the_backend_folds_between_
             (Some(JOURNEY_MONDAY), 3),
             (Some(JOURNEY_MONDAY + MILLIS_PER_DAY), 2)
         ]
+    );
+}
+
+async fn journey_figures_keep_each_of_the_ten_columns_apart_before_and_after_a_fold(
+    storage: &dyn Storage,
+) {
+    // Ten different values, so that a column read from another's place shows.
+    let every = Figures {
+        events: 1,
+        tickets: 2,
+        nps_responses: 3,
+        promoters: 4,
+        passives: 5,
+        detractors: 6,
+        csat_responses: 7,
+        csat_sum: 8,
+        ces_responses: 9,
+        ces_sum: 10,
+    };
+    let key = bucket(0, "renewal", "pricing", "call");
+    storage
+        .commit_batch(
+            &journey_batch(
+                1,
+                vec![BucketDelta {
+                    key: key.clone(),
+                    figures: every,
+                    accounts: vec![AccountId::parse("a1").unwrap()],
+                }],
+            ),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(stage_figures(storage, "renewal").await, (every, 1));
+    // Enough other buckets to fold whatever a backend has not folded yet (SQLite: 8,192 deltas).
+    let many: Vec<BucketDelta> = (0..9_000)
+        .map(|index| {
+            delta(
+                bucket(0, "adoption", &format!("tag-{index}"), "web"),
+                1,
+                0,
+                &[],
+            )
+        })
+        .collect();
+    storage
+        .commit_batch(&journey_batch(2, many), 20)
+        .await
+        .unwrap();
+    assert_eq!(stage_figures(storage, "renewal").await, (every, 1));
+    // And once more on top of the folded row, from the journal again.
+    storage
+        .commit_batch(
+            &journey_batch(
+                3,
+                vec![BucketDelta {
+                    key,
+                    figures: every,
+                    accounts: vec![AccountId::parse("a2").unwrap()],
+                }],
+            ),
+            30,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        stage_figures(storage, "renewal").await,
+        (every.plus(&every), 2)
     );
 }
 

@@ -4,9 +4,9 @@
 -- deltas as a JSON array of flat arrays:
 --   [start, stage, tag, touchpoint, events, tickets, nps_responses, promoters, passives, detractors,
 --    csat_responses, csat_sum, ces_responses, ces_sum, [account_id, ...]]
--- From time to time a commit folds the journal: sigloop adds up its deltas by bucket, upserts one row
--- per bucket into journey_buckets and one account-set row per bucket into journey_account_sets, and
--- empties the journal, all in that commit's transaction. The views unpack the journal, so every read
+-- From time to time a commit (and every purge) folds the journal: sigloop adds up its deltas by
+-- bucket, upserts one row per bucket into journey_buckets and one account-set row per bucket with
+-- accounts into journey_account_sets, and empties the journal, all in that one transaction. The views unpack the journal, so every read
 -- still sees every partial row and every (bucket, account) pair.
 
 -- What the earlier layout had not folded yet is folded here, as its last fold would have.

@@ -64,12 +64,13 @@ fn statement_chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
 pub struct SqliteStorage {
     writer: SqlitePool,
     reader: SqlitePool,
-    /// Journey deltas in `journey_journal` not folded into `journey_buckets` yet (as far as this
-    /// process knows: counted at open, then kept up to date by the commits and purges).
-    unfolded_deltas: std::sync::atomic::AtomicUsize,
+    /// Journey deltas in `journey_journal` not folded into `journey_buckets` yet: counted at open,
+    /// then kept by the commits and purges, which hold this lock for their whole transaction so that
+    /// the count follows the journal exactly. It only decides when a commit folds.
+    unfolded_deltas: tokio::sync::Mutex<usize>,
 }
 
-/// Unfolded journal deltas past which a commit folds the journal into `journey_buckets` and
+/// Unfolded journal deltas at which a commit folds the journal into `journey_buckets` and
 /// `journey_account_sets`: often enough that queries unpack a small journal, rarely enough that each
 /// bucket is rewritten once per many batches.
 const FOLD_DELTAS_AT: usize = 8_192;
@@ -122,7 +123,7 @@ impl SqliteStorage {
         Ok(SqliteStorage {
             writer,
             reader,
-            unfolded_deltas: std::sync::atomic::AtomicUsize::new(unfolded as usize),
+            unfolded_deltas: tokio::sync::Mutex::new(unfolded as usize),
         })
     }
 
@@ -253,6 +254,9 @@ async fn fold_journal(connection: &mut sqlx::SqliteConnection) -> Result<(), Sto
         .await?;
     // In key order, so that the upserts visit each page of `journey_buckets` once.
     let mut buckets: BTreeMap<BucketKey, (Figures, BTreeSet<String>)> = BTreeMap::new();
+    // A row that does not parse fails the fold, and with it every commit until it is mended: sigloop
+    // writes these rows itself from typed values, so only a damaged database gets here, and dropping
+    // the row would lose its figures silently.
     for text in &texts {
         for (key, figures, accounts) in journal_deltas(text)? {
             let (sum, set) = buckets.entry(key).or_default();
@@ -600,6 +604,7 @@ impl Storage for SqliteStorage {
         effects: &BatchEffects,
         committed_at: Millis,
     ) -> Result<(), StorageError> {
+        let mut unfolded_deltas = self.unfolded_deltas.lock().await;
         let mut transaction = self.writer.begin().await?;
         // First, so that a fenced batch stops before writing anything (the transaction rolls back
         // when it is dropped).
@@ -736,10 +741,7 @@ impl Storage for SqliteStorage {
                 .execute(&mut *transaction)
                 .await?;
         }
-        let unfolded = self
-            .unfolded_deltas
-            .load(std::sync::atomic::Ordering::Relaxed)
-            + effects.journey_buckets.len();
+        let unfolded = *unfolded_deltas + effects.journey_buckets.len();
         let fold = unfolded >= FOLD_DELTAS_AT;
         if fold {
             fold_journal(&mut transaction).await?;
@@ -882,10 +884,7 @@ impl Storage for SqliteStorage {
         .execute(&mut *transaction)
         .await?;
         transaction.commit().await?;
-        self.unfolded_deltas.store(
-            if fold { 0 } else { unfolded },
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        *unfolded_deltas = if fold { 0 } else { unfolded };
         Ok(())
     }
 
@@ -894,6 +893,7 @@ impl Storage for SqliteStorage {
         cutoff: Millis,
         journey_cutoff: Millis,
     ) -> Result<PurgeCounts, StorageError> {
+        let mut unfolded_deltas = self.unfolded_deltas.lock().await;
         let mut transaction = self.writer.begin().await?;
         let offset: i64 =
             sqlx::query_scalar("SELECT offset_seq FROM processor_state WHERE name = ?")
@@ -943,8 +943,7 @@ impl Storage for SqliteStorage {
         .await?
         .rows_affected();
         transaction.commit().await?;
-        self.unfolded_deltas
-            .store(0, std::sync::atomic::Ordering::Relaxed);
+        *unfolded_deltas = 0;
         Ok(PurgeCounts {
             events,
             dead_letters,
