@@ -96,6 +96,50 @@ struct TestSchema {
 }
 
 impl TestSchema {
+    /// A new, empty schema in the test database.
+    async fn create() -> TestSchema {
+        let url = std::env::var("SIGLOOP_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| DEFAULT_TEST_POSTGRES_URL.to_owned());
+        let options = PgConnectOptions::from_str(&url).unwrap_or_else(|error| {
+            panic!("SIGLOOP_TEST_POSTGRES_URL is not a PostgreSQL URL: {error}")
+        });
+        // Named after the host and database, never the whole URL: it may hold a password.
+        let server = format!(
+            "{}:{}/{}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or("(default database)")
+        );
+        let mut connection = PgConnection::connect_with(&options)
+            .await
+            .unwrap_or_else(|error| {
+                panic!(
+                    "the PostgreSQL conformance cases need a server at {server} ({error}); start one \
+                     (`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`) or set \
+                     SIGLOOP_TEST_POSTGRES_URL to a database the tests may create schemas in"
+                )
+            });
+        let name = format!(
+            "t_{}_{}_{:08x}",
+            std::process::id(),
+            SCHEMAS.fetch_add(1, Ordering::Relaxed),
+            rand::random::<u32>()
+        );
+        sqlx::query(&format!("CREATE SCHEMA {name}"))
+            .execute(&mut connection)
+            .await
+            .unwrap_or_else(|error| panic!("cannot create schema {name} at {server}: {error}"));
+        connection.close().await.ok();
+        TestSchema { options, name }
+    }
+
+    /// Options whose connections work in this schema.
+    fn connect_options(&self) -> PgConnectOptions {
+        self.options
+            .clone()
+            .options([("search_path", self.name.as_str())])
+    }
+
     async fn drop_schema(self) {
         let mut connection = PgConnection::connect_with(&self.options)
             .await
@@ -112,48 +156,19 @@ impl TestSchema {
 /// connections set `search_path` to it, so the migrations create every table there and each case
 /// starts empty, with no server-wide state shared between cases running in parallel.
 async fn postgres() -> Option<Backend> {
-    let url = std::env::var("SIGLOOP_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| DEFAULT_TEST_POSTGRES_URL.to_owned());
-    let options = PgConnectOptions::from_str(&url).unwrap_or_else(|error| {
-        panic!("SIGLOOP_TEST_POSTGRES_URL is not a PostgreSQL URL: {error}")
-    });
-    // Named after the host and database, never the whole URL: it may hold a password.
-    let server = format!(
-        "{}:{}/{}",
-        options.get_host(),
-        options.get_port(),
-        options.get_database().unwrap_or("(default database)")
-    );
-    let mut connection = PgConnection::connect_with(&options)
+    let schema = TestSchema::create().await;
+    let storage = PostgresStorage::connect_with(schema.connect_options(), TEST_POOL_SIZE)
         .await
         .unwrap_or_else(|error| {
             panic!(
-                "the PostgreSQL conformance cases need a server at {server} ({error}); start one \
-                 (`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`) or set \
-                 SIGLOOP_TEST_POSTGRES_URL to a database the tests may create schemas in"
+                "PostgreSQL storage connects and migrates in {}: {error}",
+                schema.name
             )
         });
-    let name = format!(
-        "t_{}_{}_{:08x}",
-        std::process::id(),
-        SCHEMAS.fetch_add(1, Ordering::Relaxed),
-        rand::random::<u32>()
-    );
-    sqlx::query(&format!("CREATE SCHEMA {name}"))
-        .execute(&mut connection)
-        .await
-        .unwrap_or_else(|error| panic!("cannot create schema {name} at {server}: {error}"));
-    connection.close().await.ok();
-    let storage = PostgresStorage::connect_with(
-        options.clone().options([("search_path", name.as_str())]),
-        TEST_POOL_SIZE,
-    )
-    .await
-    .unwrap_or_else(|error| panic!("PostgreSQL storage connects and migrates in {name}: {error}"));
     Some(Backend {
         storage: Box::new(storage),
         _directory: None,
-        schema: Some(TestSchema { options, name }),
+        schema: Some(schema),
     })
 }
 
@@ -2955,10 +2970,7 @@ async fn postgres_instances_writing_at_once_number_log_entries_and_outbox_events
         .schema
         .as_ref()
         .expect("a PostgreSQL backend has a schema");
-    let options = schema
-        .options
-        .clone()
-        .options([("search_path", schema.name.as_str())]);
+    let options = schema.connect_options();
     let mut instances = Vec::new();
     for _ in 0..INSTANCES {
         let store = PostgresStorage::connect_with(options.clone(), 2)
@@ -3365,6 +3377,28 @@ async fn a_sqlite_database_with_account_pairs_keeps_its_distinct_accounts_once_t
     storage.close().await;
 }
 
+/// A copy (in `directory`) of the backend's migrations numbered before `migration`, as an earlier
+/// sigloop shipped them.
+fn migrations_before(
+    backend: &str,
+    migration: &str,
+    directory: &std::path::Path,
+) -> std::path::PathBuf {
+    let earlier = directory.join(format!("migrations-{backend}"));
+    std::fs::create_dir(&earlier).unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    for entry in std::fs::read_dir(shipped).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        if name.as_str() < migration {
+            std::fs::copy(entry.path(), earlier.join(&name)).unwrap();
+        }
+    }
+    earlier
+}
+
 /// A SQLite database at `path` as an earlier sigloop left it: the migrations numbered before
 /// `migration`, run from a copy of their files (in `directory`) as that sigloop ran them.
 async fn sqlite_database_before(
@@ -3372,17 +3406,7 @@ async fn sqlite_database_before(
     directory: &std::path::Path,
     path: &std::path::Path,
 ) -> sqlx::SqliteConnection {
-    let earlier = directory.join("migrations");
-    std::fs::create_dir(&earlier).unwrap();
-    for entry in
-        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite")).unwrap()
-    {
-        let entry = entry.unwrap();
-        let name = entry.file_name().into_string().unwrap();
-        if name.as_str() < migration {
-            std::fs::copy(entry.path(), earlier.join(&name)).unwrap();
-        }
-    }
+    let earlier = migrations_before("sqlite", migration, directory);
     let options = sqlx::sqlite::SqliteConnectOptions::from_str("sqlite:")
         .unwrap()
         .filename(path)
@@ -3540,6 +3564,84 @@ async fn a_sqlite_journal_left_unfolded_at_a_restart_counts_once_and_is_folded_b
     storage.close().await;
 }
 
+/// Outside the trait, on purpose: a PostgreSQL schema written before migration 0004 held one
+/// `journey_accounts` row per (bucket, account) pair. The migration packs them into one row per
+/// bucket, and every distinct count reads as before, then grows with the batches written afterwards.
+#[tokio::test]
+async fn a_postgres_schema_with_account_pairs_keeps_its_distinct_accounts_once_the_migration_packs_them(
+) {
+    let schema = TestSchema::create().await;
+    let directory = tempfile::tempdir().unwrap();
+    let earlier = migrations_before("postgres", "0004", directory.path());
+    let mut connection = PgConnection::connect_with(&schema.connect_options())
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(earlier.as_path())
+        .await
+        .unwrap()
+        .run(&mut connection)
+        .await
+        .unwrap();
+    for (stage, events, accounts) in [
+        ("onboarding", 3, &["a1", "a2"][..]),
+        ("renewal", 1, &["a3"][..]),
+    ] {
+        sqlx::query(
+            "INSERT INTO journey_buckets VALUES ($1, $2, 'billing', 'email', $3, 0, 0, 0, 0, 0, 0, 0, 0, 0)",
+        )
+        .bind(JOURNEY_MONDAY)
+        .bind(stage)
+        .bind(events)
+        .execute(&mut connection)
+        .await
+        .unwrap();
+        for account in accounts {
+            sqlx::query("INSERT INTO journey_accounts VALUES ($1, $2, 'billing', 'email', $3)")
+                .bind(JOURNEY_MONDAY)
+                .bind(stage)
+                .bind(account)
+                .execute(&mut connection)
+                .await
+                .unwrap();
+        }
+    }
+    connection.close().await.unwrap();
+
+    let storage = PostgresStorage::connect_with(schema.connect_options(), TEST_POOL_SIZE)
+        .await
+        .unwrap();
+    assert_eq!(stage_figures(&storage, "onboarding").await, (figures(3), 2));
+    assert_eq!(stage_figures(&storage, "renewal").await, (figures(1), 1));
+    // A batch after the upgrade: a1 again, and a4 for the first time.
+    storage
+        .commit_batch(
+            &journey_batch(
+                1,
+                vec![delta(
+                    bucket(0, "onboarding", "billing", "email"),
+                    2,
+                    0,
+                    &["a1", "a4"],
+                )],
+            ),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(stage_figures(&storage, "onboarding").await, (figures(5), 3));
+    let snapshot = storage.journey_snapshot(7 * MILLIS_PER_DAY).await.unwrap();
+    let mut pairs: Vec<(String, String)> = snapshot
+        .accounts
+        .iter()
+        .map(|(key, account)| (key.stage.clone(), account.as_str().to_owned()))
+        .collect();
+    pairs.sort();
+    pairs.dedup();
+    assert_eq!(pairs.len(), 4, "{pairs:?}");
+    storage.close().await;
+    schema.drop_schema().await;
+}
+
 /// Figures with only an event count, as the upgrade tests write them.
 fn figures(events: u64) -> Figures {
     Figures {
@@ -3557,14 +3659,9 @@ async fn postgres_keeps_only_the_hash_of_a_token_secret_in_its_table() {
         .schema
         .as_ref()
         .expect("a PostgreSQL backend has a schema");
-    let mut connection = PgConnection::connect_with(
-        &schema
-            .options
-            .clone()
-            .options([("search_path", schema.name.as_str())]),
-    )
-    .await
-    .unwrap();
+    let mut connection = PgConnection::connect_with(&schema.connect_options())
+        .await
+        .unwrap();
     // Every column of every row, as text.
     let rows: Vec<(String,)> = sqlx::query_as("SELECT api_tokens::text FROM api_tokens")
         .fetch_all(&mut connection)

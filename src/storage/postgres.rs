@@ -273,10 +273,13 @@ static UPSERT_JOURNEY_BUCKETS: std::sync::LazyLock<String> = std::sync::LazyLock
     )
 });
 
+/// A batch's (bucket, account) pairs, packed into one account-set row per bucket (migration 0004).
 const INSERT_JOURNEY_ACCOUNTS: &str =
-    "INSERT INTO journey_accounts (start, stage, tag, touchpoint, account_id) \
-     SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[]) \
-     ON CONFLICT DO NOTHING";
+    "INSERT INTO journey_account_sets (start, stage, tag, touchpoint, accounts) \
+     SELECT start, stage, tag, touchpoint, array_agg(account_id ORDER BY account_id) \
+     FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[]) \
+         AS pairs (start, stage, tag, touchpoint, account_id) \
+     GROUP BY start, stage, tag, touchpoint";
 
 const INSERT_JOURNEY_FIRED: &str =
     "INSERT INTO journey_fired (window_name, start, stage, tag, detector) \
@@ -1004,7 +1007,7 @@ impl Storage for PostgresStorage {
             }
             query.execute(&mut *transaction).await?;
 
-            // Likewise sorted, and each pair once.
+            // Each pair once; the statement packs them into one account-set row per bucket.
             let pairs: BTreeSet<(Millis, Cow<str>, &str, Cow<str>, &str)> = effects
                 .journey_buckets
                 .iter()
@@ -1286,7 +1289,7 @@ impl Storage for PostgresStorage {
             .await?
             .rows_affected();
         for statement in [
-            "DELETE FROM journey_accounts WHERE start < $1",
+            "DELETE FROM journey_account_sets WHERE start < $1",
             "DELETE FROM journey_fired WHERE start < $1",
         ] {
             sqlx::query(statement)
