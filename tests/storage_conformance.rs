@@ -3339,41 +3339,7 @@ async fn a_sqlite_database_with_account_pairs_keeps_its_distinct_accounts_once_t
     connection.close().await.unwrap();
 
     let storage = SqliteStorage::open(&path, Synchronous::Full).await.unwrap();
-    assert_eq!(stage_figures(&storage, "onboarding").await, (figures(3), 2));
-    assert_eq!(stage_figures(&storage, "renewal").await, (figures(1), 1));
-    // A batch after the upgrade: a1 again, and a4 for the first time.
-    storage
-        .commit_batch(
-            &journey_batch(
-                1,
-                vec![delta(
-                    bucket(0, "onboarding", "billing", "email"),
-                    2,
-                    0,
-                    &["a1", "a4"],
-                )],
-            ),
-            10,
-        )
-        .await
-        .unwrap();
-    assert_eq!(stage_figures(&storage, "onboarding").await, (figures(5), 3));
-    let snapshot = storage.journey_snapshot(7 * MILLIS_PER_DAY).await.unwrap();
-    let mut pairs: Vec<(String, String)> = snapshot
-        .accounts
-        .iter()
-        .map(|(key, account)| (key.stage.clone(), account.as_str().to_owned()))
-        .collect();
-    pairs.sort();
-    pairs.dedup();
-    let expected = [
-        ("onboarding", "a1"),
-        ("onboarding", "a2"),
-        ("onboarding", "a4"),
-        ("renewal", "a3"),
-    ]
-    .map(|(stage, account)| (stage.to_owned(), account.to_owned()));
-    assert_eq!(pairs, expected);
+    upgraded_account_sets_count_as_before_and_grow(&storage).await;
     storage.close().await;
 }
 
@@ -3610,9 +3576,17 @@ async fn a_postgres_schema_with_account_pairs_keeps_its_distinct_accounts_once_t
     let storage = PostgresStorage::connect_with(schema.connect_options(), TEST_POOL_SIZE)
         .await
         .unwrap();
-    assert_eq!(stage_figures(&storage, "onboarding").await, (figures(3), 2));
-    assert_eq!(stage_figures(&storage, "renewal").await, (figures(1), 1));
-    // A batch after the upgrade: a1 again, and a4 for the first time.
+    upgraded_account_sets_count_as_before_and_grow(&storage).await;
+    storage.close().await;
+    schema.drop_schema().await;
+}
+
+/// What both account-set upgrade tests check once the migration has run on onboarding (3 events;
+/// a1, a2) and renewal (1 event; a3): the distinct counts read as before, and a batch written
+/// afterwards (a1 again, a4 for the first time) adds to them.
+async fn upgraded_account_sets_count_as_before_and_grow(storage: &dyn Storage) {
+    assert_eq!(stage_figures(storage, "onboarding").await, (figures(3), 2));
+    assert_eq!(stage_figures(storage, "renewal").await, (figures(1), 1));
     storage
         .commit_batch(
             &journey_batch(
@@ -3628,7 +3602,7 @@ async fn a_postgres_schema_with_account_pairs_keeps_its_distinct_accounts_once_t
         )
         .await
         .unwrap();
-    assert_eq!(stage_figures(&storage, "onboarding").await, (figures(5), 3));
+    assert_eq!(stage_figures(storage, "onboarding").await, (figures(5), 3));
     let snapshot = storage.journey_snapshot(7 * MILLIS_PER_DAY).await.unwrap();
     let mut pairs: Vec<(String, String)> = snapshot
         .accounts
@@ -3637,9 +3611,14 @@ async fn a_postgres_schema_with_account_pairs_keeps_its_distinct_accounts_once_t
         .collect();
     pairs.sort();
     pairs.dedup();
-    assert_eq!(pairs.len(), 4, "{pairs:?}");
-    storage.close().await;
-    schema.drop_schema().await;
+    let expected = [
+        ("onboarding", "a1"),
+        ("onboarding", "a2"),
+        ("onboarding", "a4"),
+        ("renewal", "a3"),
+    ]
+    .map(|(stage, account)| (stage.to_owned(), account.to_owned()));
+    assert_eq!(pairs, expected);
 }
 
 /// Figures with only an event count, as the upgrade tests write them.
