@@ -304,6 +304,7 @@ async fn fold_journal(connection: &mut sqlx::SqliteConnection) -> Result<(), Sto
     Ok(())
 }
 
+/// The head of the fold's multi-row upsert into `journey_buckets`; its rows, then the tail, follow.
 static JOURNEY_BUCKETS_UPSERT_HEAD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "INSERT INTO journey_buckets (start, stage, tag, touchpoint, contributor, {}) ",
